@@ -1,0 +1,73 @@
+"""The embedded default: a small ADM UNet on Fashion-MNIST 28x28, sized for a 2-core CPU.
+
+`make demo` trains it for a few minutes. Override any field on the command line, e.g.
+  python main.py --config=configs/fashion_mnist.py --workdir=/tmp/run --config.clustering.k=1
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0  # Seeds the parameters, the training keys and the data order.
+
+    config.data = ml_collections.ConfigDict()
+    config.data.name = "fashion_mnist"  # Image source (datasets.SOURCES).
+    config.data.dir = (
+        "/usr/share/datasets/fashion-mnist"  # Its four IDX .gz files (Debian package).
+    )
+    config.data.split = "train"  # 'train' (60000 images) or 'test' (10000).
+    config.data.image_size = 28  # Pixels on a side; must match the source.
+
+    config.diffusion = ml_collections.ConfigDict()
+    config.diffusion.num_timesteps = 1000  # T: tasks t = 0..T-1.
+    config.diffusion.schedule = "linear"  # 'linear' (DDPM 1e-4..0.02) or 'cosine'.
+    config.diffusion.beta_start = 1e-4  # Linear schedule start (at T = 1000).
+    config.diffusion.beta_end = 0.02  # Linear schedule end (at T = 1000).
+    config.diffusion.loss_weighting = "none"  # 'none', 'p2' or 'min_snr'.
+    config.diffusion.p2_k = 1.0  # P2: 1 / (p2_k + SNR)^p2_gamma.
+    config.diffusion.p2_gamma = 1.0  # P2 exponent (the P2 paper uses 0.5 or 1).
+    config.diffusion.min_snr_gamma = 5.0  # Min-SNR: min(SNR, gamma) / SNR.
+
+    config.clustering = ml_collections.ConfigDict()
+    config.clustering.method = "uniform"  # 'uniform': k equal-width timestep intervals.
+    config.clustering.k = 5  # Number of clusters (tasks); 1 = vanilla training.
+
+    config.mtl = ml_collections.ConfigDict()
+    config.mtl.method = "equal"  # MTL method over the clusters (diffmtl.mtl.METHODS).
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "unet"  # ADM-style UNet (models/unet.py).
+    config.model.base_channels = 32  # Channels at the first level.
+    config.model.channel_mult = (1, 2, 2)  # Levels at 28, 14, 7 pixels.
+    config.model.num_res_blocks = 1  # Residual blocks per level.
+    config.model.attention_resolutions = (7,)  # Feature-map sizes with self-attention.
+    config.model.num_heads = 4  # Attention heads.
+    config.model.num_groups = 8  # GroupNorm groups (must divide base_channels).
+    config.model.dropout = 0.1  # Dropout in residual blocks.
+
+    config.train = ml_collections.ConfigDict()
+    config.train.batch_size = 75  # Global batch B = M k N, with N divisible by the devices.
+    config.train.num_microbatches = 5  # M: gradient accumulation inside the step.
+    config.train.microbatch_loop = "unroll"  # 'unroll' (fast on CPU) or 'scan' (GPU/TPU).
+    config.train.num_train_steps = 400  # Steps to train (about 7 minutes on a 2-core CPU).
+    config.train.learning_rate = 5e-4  # AdamW peak rate (the paper: 1e-4 at far longer runs).
+    config.train.warmup_steps = 50  # Linear warm-up steps (0 = none).
+    config.train.adam_b1 = 0.9  # AdamW beta1.
+    config.train.adam_b2 = 0.999  # AdamW beta2.
+    config.train.adam_eps = 1e-8  # AdamW epsilon.
+    config.train.weight_decay = 0.0  # AdamW weight decay (the paper: 0).
+    config.train.grad_clip_norm = 1.0  # Clip the combined gradient's global norm (0 = off).
+    config.train.ema_decay = 0.999  # EMA decay cap; warm-up min(cap, (1 + s) / (10 + s)).
+
+    config.mesh = ml_collections.ConfigDict()
+    config.mesh.data = -1  # Data-parallel devices (-1: all that fsdp leaves).
+    config.mesh.fsdp = 1  # Parameter-sharding devices (1: replicated parameters).
+
+    config.log_every_steps = 20  # Scalars to TensorBoard and the log.
+    config.checkpoint_every_steps = 200  # Save a checkpoint.
+    config.keep_checkpoints = 3  # Checkpoints kept on disk.
+    config.sample_every_steps = 0  # Sample grid during training (0: only at the end).
+    config.num_samples = 64  # Images in the sample grid.
+    config.sample_steps = 100  # Respaced ancestral sampling steps (of T).
+    return config

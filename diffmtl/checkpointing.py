@@ -1,0 +1,45 @@
+"""Orbax checkpoints of the TrainState plus a JSON item (data position, config, run info).
+
+Layout: <workdir>/checkpoints/<step>/{state, meta}. Orbax writes each step to a temporary
+directory and renames it when complete, so an interrupted save never replaces the latest
+complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import orbax.checkpoint as ocp
+
+from diffmtl.train_state import TrainState
+
+
+def make_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
+    """A manager over <workdir>/checkpoints keeping the newest `keep` steps."""
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    return ocp.CheckpointManager(
+        os.path.join(os.path.abspath(workdir), "checkpoints"),
+        options=options,
+        item_names=("state", "meta"),
+    )
+
+
+def save(manager: ocp.CheckpointManager, state: TrainState, meta: dict) -> None:
+    """Saves `state` at its step with the JSON-serialisable `meta` (asynchronously)."""
+    step = int(jax.device_get(state.step))
+    args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+    manager.save(step, args=args, force=True)
+
+
+def restore_latest(
+    manager: ocp.CheckpointManager, like: TrainState
+) -> tuple[TrainState, dict] | None:
+    """The newest checkpoint as (state, meta), placed like `like`; None when there is none."""
+    step = manager.latest_step()
+    if step is None:
+        return None
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
+    restored = manager.restore(step, args=args)
+    return restored.state, restored.meta

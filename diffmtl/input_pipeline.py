@@ -1,0 +1,92 @@
+"""Global batches from an image source: deterministic order, resumable position, sharded arrays.
+
+The example stream is the concatenation of per-epoch permutations, epoch e's drawn from
+(seed, e). Batch s takes the next B indices of that stream (an epoch boundary may fall inside
+a batch), so the position (epoch, index) after a batch fully determines every later batch.
+Indices are laid out in the canonical [k, M N] order of tasks.py and viewed as [M, k, N]; the
+array is built with `jax.make_array_from_callback`, so each device's shard loads only its own
+images: with several processes each one reads just its share.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from diffmtl import sharding, tasks
+from diffmtl.datasets import ImageSource
+
+
+@dataclasses.dataclass(frozen=True)
+class DataPosition:
+    """Where the stream continues: `index` into the permutation of `epoch`."""
+
+    epoch: int = 0
+    index: int = 0
+
+
+def epoch_permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:
+    """The order of epoch `epoch`: a permutation of 0..n-1 determined by (seed, epoch)."""
+    return np.random.default_rng([seed, epoch]).permutation(num_examples)
+
+
+def to_model_range(images: np.ndarray) -> np.ndarray:
+    """uint8 [..., H, W, C] -> float32 in [-1, 1]."""
+    return images.astype(np.float32) / 127.5 - 1.0
+
+
+class GlobalBatchIterator:
+    """Infinite iterator of images [M, k, N, H, W, C], float32 in [-1, 1], N split over devices."""
+
+    def __init__(
+        self,
+        source: ImageSource,
+        seed: int,
+        layout: tuple[int, int, int],
+        mesh: Mesh,
+        position: DataPosition = DataPosition(),
+    ):
+        self._source = source
+        self._seed = seed
+        self._layout = layout
+        self._sharding = sharding.batch_sharding(mesh, 2)
+        self._permutation = None
+        self.position = position
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if self._permutation is None or self._permutation[0] != epoch:
+            n = self._source.num_examples
+            self._permutation = (epoch, epoch_permutation(self._seed, epoch, n))
+        return self._permutation[1]
+
+    def next_indices(self) -> np.ndarray:
+        """The next B example indices of the stream, [B], advancing the position."""
+        batch_size = int(np.prod(self._layout))
+        epoch, index = self.position.epoch, self.position.index
+        parts = []
+        while batch_size > 0:
+            take = self._order(epoch)[index : index + batch_size]
+            parts.append(take)
+            batch_size -= take.size
+            index += take.size
+            if index == self._source.num_examples:
+                epoch, index = epoch + 1, 0
+        self.position = DataPosition(epoch, index)
+        return np.concatenate(parts)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> jax.Array:
+        m, k, n = self._layout
+        indices = tasks.microbatch_view(self.next_indices().reshape(k, m * n), m)  # [M, k, N]
+        shape = (m, k, n, *self._source.image_shape)
+
+        def load(index):
+            rows = indices[index[:3]]
+            return to_model_range(self._source.images(rows.ravel())).reshape(rows.shape + shape[3:])
+
+        return jax.make_array_from_callback(shape, self._sharding, load)

@@ -1,0 +1,176 @@
+"""ADM-style UNet (Dhariwal & Nichol 2021) in Flax Linen, from test-sized to FFHQ-256-sized.
+
+Sinusoidal timestep embedding followed by an MLP; residual blocks with GroupNorm, SiLU, dropout
+and scale-shift conditioning on the embedding; multi-head self-attention at the configured
+resolutions; channel multipliers per level; strided-conv downsampling and nearest-neighbour
+upsampling; skip connections concatenated on the way up. Output convolutions start at zero, so
+a fresh model predicts eps = 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+_zeros = nn.initializers.zeros
+
+
+def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
+    """Sinusoidal embedding of (possibly fractional) timesteps: t [B] -> [B, dim]."""
+    half = dim // 2
+    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+    args = t.astype(jnp.float32)[:, None] * freqs[None, :]
+    emb = jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+    if dim % 2:
+        emb = jnp.pad(emb, ((0, 0), (0, 1)))
+    return emb
+
+
+class ResBlock(nn.Module):
+    """GN-SiLU-conv, scale-shift by the time embedding, GN-SiLU-dropout-conv, plus a skip."""
+
+    out_channels: int
+    num_groups: int
+    dropout: float
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, emb: jax.Array, train: bool) -> jax.Array:
+        """x [B, H, W, C], emb [B, E] -> [B, H, W, out_channels]."""
+        h = nn.silu(nn.GroupNorm(self.num_groups, dtype=self.dtype)(x))
+        h = nn.Conv(self.out_channels, (3, 3), dtype=self.dtype)(h)
+        scale_shift = nn.Dense(2 * self.out_channels, dtype=self.dtype)(nn.silu(emb))
+        scale, shift = jnp.split(scale_shift[:, None, None, :], 2, axis=-1)
+        h = nn.GroupNorm(self.num_groups, dtype=self.dtype)(h) * (1 + scale) + shift
+        h = nn.Dropout(self.dropout, deterministic=not train)(nn.silu(h))
+        h = nn.Conv(self.out_channels, (3, 3), kernel_init=_zeros, dtype=self.dtype)(h)
+        if x.shape[-1] != self.out_channels:
+            x = nn.Conv(self.out_channels, (1, 1), dtype=self.dtype)(x)
+        return x + h
+
+
+class AttentionBlock(nn.Module):
+    """Multi-head self-attention over the H x W positions, residual, output projection at zero."""
+
+    num_heads: int
+    num_groups: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """x [B, H, W, C] -> [B, H, W, C]."""
+        b, height, width, c = x.shape
+        h = nn.GroupNorm(self.num_groups, dtype=self.dtype)(x).reshape(b, height * width, c)
+        h = nn.MultiHeadDotProductAttention(
+            num_heads=self.num_heads, dtype=self.dtype, out_kernel_init=_zeros
+        )(h)
+        return x + h.reshape(b, height, width, c)
+
+
+class Downsample(nn.Module):
+    """Stride-2 3x3 convolution: [B, H, W, C] -> [B, H / 2, W / 2, C]."""
+
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return nn.Conv(x.shape[-1], (3, 3), strides=(2, 2), dtype=self.dtype)(x)
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour x2 then a 3x3 convolution: [B, H, W, C] -> [B, 2H, 2W, C]."""
+
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        b, h, w, c = x.shape
+        x = jax.image.resize(x, (b, 2 * h, 2 * w, c), method="nearest")
+        return nn.Conv(c, (3, 3), dtype=self.dtype)(x)
+
+
+class UNet(nn.Module):
+    """eps_theta(x_t, t).
+
+    Attributes:
+      out_channels: channels of the prediction (the image channels; 2x with a learned variance).
+      base_channels: channels at the first level.
+      channel_mult: per-level multipliers of base_channels; the image is halved between levels,
+        so the image size must be divisible by 2 ** (len(channel_mult) - 1).
+      num_res_blocks: residual blocks per level on the way down (one more on the way up).
+      attention_resolutions: feature-map sizes (pixels on a side) that get self-attention.
+      num_heads: attention heads.
+      num_groups: GroupNorm groups; must divide base_channels.
+      dropout: dropout rate inside residual blocks (active when train=True).
+      dtype: computation dtype (parameters stay float32).
+    """
+
+    out_channels: int
+    base_channels: int = 64
+    channel_mult: Sequence[int] = (1, 2, 2)
+    num_res_blocks: int = 2
+    attention_resolutions: Sequence[int] = (16,)
+    num_heads: int = 4
+    num_groups: int = 32
+    dropout: float = 0.0
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, t: jax.Array, *, train: bool) -> jax.Array:
+        """x [B, H, W, C] in about [-1, 1], t [B] timesteps -> eps prediction [B, H, W, out]."""
+        emb_dim = 4 * self.base_channels
+        emb = timestep_embedding(t, self.base_channels)
+        emb = nn.Dense(emb_dim, dtype=self.dtype)(emb)
+        emb = nn.Dense(emb_dim, dtype=self.dtype)(nn.silu(emb))
+
+        def res_block(h, channels):
+            return ResBlock(channels, self.num_groups, self.dropout, self.dtype)(h, emb, train)
+
+        def maybe_attend(h):
+            if h.shape[1] in self.attention_resolutions:
+                return AttentionBlock(self.num_heads, self.num_groups, self.dtype)(h)
+            return h
+
+        h = nn.Conv(self.base_channels, (3, 3), dtype=self.dtype)(x.astype(self.dtype))
+        skips = [h]
+        for level, mult in enumerate(self.channel_mult):
+            for _ in range(self.num_res_blocks):
+                h = maybe_attend(res_block(h, mult * self.base_channels))
+                skips.append(h)
+            if level != len(self.channel_mult) - 1:
+                h = Downsample(self.dtype)(h)
+                skips.append(h)
+
+        h = res_block(h, h.shape[-1])
+        h = AttentionBlock(self.num_heads, self.num_groups, self.dtype)(h)
+        h = res_block(h, h.shape[-1])
+
+        for level, mult in reversed(list(enumerate(self.channel_mult))):
+            for _ in range(self.num_res_blocks + 1):
+                h = jnp.concatenate([h, skips.pop()], axis=-1)
+                h = maybe_attend(res_block(h, mult * self.base_channels))
+            if level != 0:
+                h = Upsample(self.dtype)(h)
+
+        h = nn.silu(nn.GroupNorm(self.num_groups, dtype=self.dtype)(h))
+        h = nn.Conv(self.out_channels, (3, 3), kernel_init=_zeros, dtype=self.dtype)(h)
+        return h.astype(jnp.float32)
+
+
+def make_model(config, image_channels: int) -> UNet:
+    """Builds the UNet from `config.model`."""
+    cfg = config.model
+    return UNet(
+        out_channels=image_channels,
+        base_channels=cfg.base_channels,
+        channel_mult=tuple(cfg.channel_mult),
+        num_res_blocks=cfg.num_res_blocks,
+        attention_resolutions=tuple(cfg.attention_resolutions),
+        num_heads=cfg.num_heads,
+        num_groups=cfg.num_groups,
+        dropout=cfg.dropout,
+    )

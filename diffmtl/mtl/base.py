@@ -1,0 +1,27 @@
+"""What every MTL method shares: telling the two gradient forms apart and combining them.
+
+A method's update receives either per-cluster gradients (every leaf has a leading task axis
+[k, ...]) or one param-shaped gradient of the weighted loss sum_i w_i L_i. The two are told
+apart by shape at trace time against `params`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def has_task_axis(updates, params, num_tasks: int) -> bool:
+    """True when every leaf of `updates` is [k, *param.shape], False when it is param-shaped."""
+    if params is None:
+        raise ValueError("MTL methods need `params` to tell per-cluster gradients apart")
+    pairs = zip(jax.tree.leaves(updates), jax.tree.leaves(params), strict=True)
+    flags = {u.shape == (num_tasks, *p.shape) for u, p in pairs}
+    if len(flags) != 1:
+        raise ValueError("updates mix per-cluster [k, ...] and param-shaped leaves")
+    return flags.pop()
+
+
+def weighted_sum(task_grads, weights: jax.Array):
+    """sum_i w_i g_i over the leading task axis: leaves [k, ...], weights [k] -> leaves [...]."""
+    return jax.tree.map(lambda g: jnp.tensordot(weights.astype(g.dtype), g, axes=1), task_grads)

@@ -1,0 +1,47 @@
+"""Equal weighting: the vanilla and stratified-baseline objective (1/k) sum_i L_i."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from diffmtl.mtl import base
+
+
+class EqualWeightingState(NamedTuple):
+    weights: jax.Array  # [k], all 1/k.
+
+
+def equal_weighting(num_tasks: int) -> optax.GradientTransformationExtraArgs:
+    """Returns sum_i g_i / k for per-cluster gradients; passes a weighted-loss gradient through."""
+
+    def init(params):
+        del params
+        return EqualWeightingState(jnp.full((num_tasks,), 1.0 / num_tasks, jnp.float32))
+
+    def update(updates, state, params=None, *, task_losses=None, **extra):
+        del task_losses, extra
+        if base.has_task_axis(updates, params, num_tasks):
+            updates = base.weighted_sum(updates, state.weights)
+        return updates, state
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+def make(num_tasks: int, mtl_config) -> optax.GradientTransformationExtraArgs:
+    del mtl_config
+    return equal_weighting(num_tasks)
+
+
+def loss_weights(state: EqualWeightingState) -> jax.Array:
+    """[k] weights of the per-cluster losses in the objective."""
+    return state.weights
+
+
+def needs_task_grads(step: int, mtl_config) -> bool:
+    """Equal weighting only needs the gradient of the weighted loss."""
+    del step, mtl_config
+    return False

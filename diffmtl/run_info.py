@@ -1,0 +1,57 @@
+"""What a run records about itself: the resolved config, library versions, git SHA, devices."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import subprocess
+import sys
+
+import jax
+
+PACKAGES = (
+    "jax",
+    "jaxlib",
+    "flax",
+    "optax",
+    "orbax-checkpoint",
+    "clu",
+    "chex",
+    "ml-collections",
+    "numpy",
+)
+
+
+def git_sha() -> str:
+    """The commit of the diffmtl checkout ('unknown' outside a git work tree)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        out = subprocess.run(
+            ["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return out.stdout.strip()
+
+
+def run_info() -> dict:
+    """Versions, git SHA and devices as a JSON-serialisable dict."""
+    return {
+        "git_sha": git_sha(),
+        "python": sys.version.split()[0],
+        "versions": {p: importlib.metadata.version(p) for p in PACKAGES},
+        "devices": [str(d) for d in jax.devices()],
+        "process_count": jax.process_count(),
+    }
+
+
+def write_run_info(workdir: str, config) -> None:
+    """Writes config.json and run_info.json into `workdir` (process 0 only)."""
+    if jax.process_index() != 0:
+        return
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort(indent=2))
+    with open(os.path.join(workdir, "run_info.json"), "w") as f:
+        json.dump(run_info(), f, indent=2)

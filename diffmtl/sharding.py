@@ -1,0 +1,47 @@
+"""Device mesh and shardings for the jit-sharded trainer.
+
+The mesh has two axes, ('data', 'fsdp'). The batch is split over both (BATCH_AXES). Parameters
+and optimizer state are replicated for now; the `fsdp` axis is where the full-scale work shards
+them. We build `jax.sharding.Mesh` directly, whose axes are of type Auto: the compiler propagates
+shardings from the inputs, and the per-example loss is written per device with `jax.shard_map`
+(steps.py). `jax.make_mesh` would default to Explicit axes in jax 0.10, under which a plain
+data-parallel gradient raises a sharding type error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+BATCH_AXES = ("data", "fsdp")
+
+
+def make_mesh(data: int = -1, fsdp: int = 1, devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A ('data', 'fsdp') mesh over `devices` (default: all); data = -1 takes what fsdp leaves."""
+    devices = list(jax.devices() if devices is None else devices)
+    if data == -1:
+        data = len(devices) // fsdp
+    if data * fsdp != len(devices):
+        raise ValueError(f"mesh {data} x {fsdp} does not match {len(devices)} devices")
+    return Mesh(np.asarray(devices).reshape(data, fsdp), BATCH_AXES)
+
+
+def num_batch_shards(mesh: Mesh) -> int:
+    """How many ways the batch is split."""
+    return int(np.prod([mesh.shape[a] for a in BATCH_AXES]))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_spec(batch_axis: int) -> PartitionSpec:
+    """Spec that splits axis `batch_axis` over BATCH_AXES and keeps the axes before it whole."""
+    return PartitionSpec(*([None] * batch_axis), BATCH_AXES)
+
+
+def batch_sharding(mesh: Mesh, batch_axis: int) -> NamedSharding:
+    return NamedSharding(mesh, batch_spec(batch_axis))

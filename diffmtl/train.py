@@ -1,0 +1,179 @@
+"""train_and_evaluate(config, workdir): the training loop, its cadence, logging and checkpoints.
+
+Order of work: validate the config and find the data (cheap, so bad input fails before any
+compile), build the mesh, clusters, model and optimizer, restore the newest checkpoint if any,
+then train. Each step picks the compiled step with or without per-cluster gradients from the
+MTL method's host-side `needs_task_grads(step)`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from types import ModuleType
+from typing import NamedTuple
+
+import jax
+import numpy as np
+import optax
+import tqdm
+from absl import logging
+from clu import metric_writers, periodic_actions
+from flax import linen as nn
+from jax.sharding import Mesh
+
+from diffmtl import (
+    checkpointing,
+    config_validation,
+    datasets,
+    images,
+    input_pipeline,
+    mtl,
+    run_info,
+    sampling,
+    sharding,
+    steps,
+    tasks,
+)
+from diffmtl.diffusion import Diffusion, make_diffusion
+from diffmtl.models.unet import make_model
+from diffmtl.optimizer import make_optimizer
+from diffmtl.train_state import TrainState, create_train_state
+
+
+def cluster_boundaries(config) -> np.ndarray:
+    """The [k, 2] clusters of `config.clustering`, computed once before training."""
+    boundaries = tasks.uniform_boundaries(config.diffusion.num_timesteps, config.clustering.k)
+    tasks.check_boundaries(boundaries, config.diffusion.num_timesteps)
+    return boundaries
+
+
+def batch_layout(config) -> tuple[int, int, int]:
+    """(M, k, N) with B = M k N."""
+    m, k = config.train.num_microbatches, config.clustering.k
+    return m, k, config.train.batch_size // (m * k)
+
+
+def _mean_metrics(history: list[dict]) -> dict[str, float]:
+    """Averages the step metrics since the last report into named scalars."""
+    host = jax.device_get(history)
+    scalars = {
+        "train/loss": float(np.mean([m["loss"] for m in host])),
+        "train/weighted_loss": float(np.mean([m["weighted_loss"] for m in host])),
+    }
+    task_losses = np.mean([m["task_losses"] for m in host], axis=0)
+    for i, value in enumerate(task_losses):
+        scalars[f"train/task_loss/cluster_{i}"] = float(value)
+    return scalars
+
+
+def write_samples(sampler, state: TrainState, config, writer, workdir: str) -> str:
+    """Samples a grid from the EMA params, logs it and writes <workdir>/samples.png."""
+    key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 2**31 - 1)
+    samples = images.to_uint8(jax.device_get(sampler(state.ema_params, key)))
+    grid = images.image_grid(samples)
+    step = int(jax.device_get(state.step))
+    writer.write_images(step, {"samples": grid[None]})
+    path = os.path.join(workdir, "samples.png")
+    if jax.process_index() == 0:
+        images.save_png(path, grid)
+    return path
+
+
+class Experiment(NamedTuple):
+    """Everything built from a config before training starts."""
+
+    source: datasets.ImageSource
+    mesh: Mesh
+    layout: tuple[int, int, int]  # (M, k, N)
+    model: nn.Module
+    diffusion: Diffusion
+    tx: optax.GradientTransformationExtraArgs
+    method: ModuleType  # The MTL method's module (diffmtl.mtl.METHODS).
+    train_step: dict[bool, Callable]  # with_task_grads -> jitted step(state, images).
+
+
+def build_experiment(config) -> Experiment:
+    """Validates `config` and finds the data (cheap, before any compile), then builds the rest."""
+    config_validation.validate(config, jax.device_count())
+    source = datasets.make_source(config)
+    mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
+    model = make_model(config, source.image_shape[-1])
+    diffusion = make_diffusion(config)
+    tx = make_optimizer(config, config.clustering.k)
+    method = mtl.method(config.mtl.method)
+    train_step = {
+        flag: steps.make_train_step(config, model, diffusion, tx, method, mesh, flag)
+        for flag in (False, True)
+    }
+    return Experiment(source, mesh, batch_layout(config), model, diffusion, tx, method, train_step)
+
+
+def initial_state(config, experiment: Experiment) -> TrainState:
+    """A fresh TrainState from config.seed with the clusters of config.clustering, replicated."""
+    init = functools.partial(
+        create_train_state,
+        experiment.model,
+        experiment.tx,
+        image_shape=experiment.source.image_shape,
+        boundaries=cluster_boundaries(config),
+    )
+    out_sharding = sharding.replicated(experiment.mesh)
+    return jax.jit(init, out_shardings=out_sharding)(jax.random.PRNGKey(config.seed))
+
+
+def train_and_evaluate(config, workdir: str) -> TrainState:
+    """Trains `config` in `workdir`, resuming from its newest checkpoint; returns the final state."""
+    exp = build_experiment(config)
+    state = initial_state(config, exp)
+    manager = checkpointing.make_manager(workdir, config.keep_checkpoints)
+    position = input_pipeline.DataPosition()
+    restored = checkpointing.restore_latest(manager, state)
+    if restored is not None:
+        state, meta = restored
+        position = input_pipeline.DataPosition(**meta["data_position"])
+        logging.info("Resumed from step %d at data position %s", int(state.step), position)
+    run_info.write_run_info(workdir, config)
+
+    data = input_pipeline.GlobalBatchIterator(
+        exp.source, config.seed, exp.layout, exp.mesh, position
+    )
+    sampler = sampling.make_ddpm_sampler(
+        exp.model, exp.diffusion, config.sample_steps, (config.num_samples, *exp.source.image_shape)
+    )
+    writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+    num_steps = config.train.num_train_steps
+    report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)
+    first = int(jax.device_get(state.step))
+    bar = tqdm.tqdm(initial=first, total=num_steps, disable=not sys.stderr.isatty(), desc="train")
+    history = []
+    for step in range(first, num_steps):
+        with jax.profiler.StepTraceAnnotation("train", step_num=step):
+            with_task_grads = exp.method.needs_task_grads(step, config.mtl)
+            state, metrics = exp.train_step[with_task_grads](state, next(data))
+        history.append(metrics)
+        done = step + 1
+        report(done)
+        bar.update(1)
+        if done % config.log_every_steps == 0 or done == num_steps:
+            scalars = _mean_metrics(history)
+            writer.write_scalars(done, scalars)
+            bar.set_postfix(loss=f"{scalars['train/loss']:.4f}")
+            history = []
+        if done % config.checkpoint_every_steps == 0 or done == num_steps:
+            meta = {"data_position": vars(data.position), "config": config.to_dict()}
+            checkpointing.save(manager, state, meta)
+        if (
+            config.sample_every_steps
+            and done % config.sample_every_steps == 0
+            and done != num_steps
+        ):
+            write_samples(sampler, state, config, writer, workdir)
+    bar.close()
+    path = write_samples(sampler, state, config, writer, workdir)
+    manager.wait_until_finished()
+    writer.flush()
+    logging.info("Samples in %s; checkpoints in %s", path, manager.directory)
+    return state

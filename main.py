@@ -1,0 +1,36 @@
+"""Trains a diffusion model as a multi-task learner over timestep clusters.
+
+  python main.py --config=configs/fashion_mnist.py --workdir=/tmp/fmnist
+  python main.py --config=configs/fashion_mnist.py --workdir=/tmp/fmnist --config.clustering.k=1
+
+Mistakes in the config or data end in one line on stderr and exit status 2.
+"""
+
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from diffmtl.errors import UserError
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard events and samples.")
+config_flags.DEFINE_config_file("config", None, "Training configuration file.", lock_config=True)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from diffmtl import train  # Imported late: the flags are parsed before JAX starts.
+
+    try:
+        train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(f"Done: samples.png, checkpoints/ and TensorBoard events are in {FLAGS.workdir}")
+
+
+if __name__ == "__main__":
+    app.run(main)

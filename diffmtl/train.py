@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import NamedTuple
 
@@ -95,11 +95,15 @@ class Experiment(NamedTuple):
     train_step: dict[bool, Callable]  # with_task_grads -> jitted step(state, images).
 
 
-def build_experiment(config) -> Experiment:
-    """Validates `config` and finds the data (cheap, before any compile), then builds the rest."""
-    config_validation.validate(config, jax.device_count())
+def build_experiment(config, devices: Sequence[jax.Device] | None = None) -> Experiment:
+    """Validates `config` and finds the data (cheap, before any compile), then builds the rest.
+
+    `devices` (default: all) are the mesh's devices.
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    config_validation.validate(config, len(devices))
     source = datasets.make_source(config)
-    mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
+    mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, devices)
     model = make_model(config, source.image_shape[-1])
     diffusion = make_diffusion(config)
     tx = make_optimizer(config, config.clustering.k)

@@ -1,0 +1,40 @@
+# Two commands for a new user: `make demo` and `make test` (each sets everything up first).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DATA_DIR := /usr/share/datasets/fashion-mnist
+WORKDIR ?= workdirs/demo
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup data demo test test-fast lint bench
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements.txt
+	$(VENV)/bin/pip install -q --no-deps -e .
+	touch $@
+
+$(DATA_DIR)/train-images-idx3-ubyte.gz:
+	$(SUDO) apt-get update -q
+	$(SUDO) apt-get install -y -q dataset-fashion-mnist
+
+data: $(DATA_DIR)/train-images-idx3-ubyte.gz
+
+setup: $(VENV)/.installed data
+
+demo: setup
+	$(PY) main.py --config=configs/fashion_mnist.py --workdir=$(WORKDIR)
+	@echo "Watch or revisit the run with: $(VENV)/bin/tensorboard --logdir $(WORKDIR)"
+
+test: setup
+	$(PY) -m pytest -q tests
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" tests
+
+lint: setup
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+bench: setup
+	$(PY) -m benchmarks.train_throughput

@@ -1,0 +1,47 @@
+"""Shared fixtures. Four simulated CPU devices, set before JAX is imported anywhere."""
+
+import os
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+).strip()
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+from configs import fashion_mnist  # noqa: E402
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+
+
+def make_tiny_config():
+    """The default config shrunk to a UNet that compiles and runs in seconds on CPU."""
+    config = fashion_mnist.get_config()
+    config.model.base_channels = 8
+    config.model.num_groups = 4
+    config.model.channel_mult = (1, 2)
+    config.model.num_res_blocks = 1
+    config.model.attention_resolutions = (14,)
+    config.model.num_heads = 2
+    config.train.batch_size = 40
+    config.train.num_microbatches = 1
+    config.train.num_train_steps = 4
+    config.train.warmup_steps = 0
+    config.train.learning_rate = 1e-3
+    config.log_every_steps = 2
+    config.checkpoint_every_steps = 2
+    config.num_samples = 4
+    config.sample_steps = 3
+    return config
+
+
+@pytest.fixture
+def tiny_config():
+    return make_tiny_config()
+
+
+@pytest.fixture(scope="session")
+def devices():
+    assert jax.device_count() == 4, "tests expect 4 simulated CPU devices"
+    return jax.devices()

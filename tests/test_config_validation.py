@@ -1,0 +1,73 @@
+"""Bad configs and data end in one line naming the field, before anything is compiled."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from configs import fashion_mnist
+from diffmtl import config_validation
+from diffmtl.errors import UserError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_default_config_is_valid_on_1_and_3_devices():
+    config = fashion_mnist.get_config()
+    config_validation.validate(config, 1)
+    config_validation.validate(config, 3)  # 75 = 5 x 5 x 3.
+
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("diffusion.schedule", "quadratic", "diffusion.schedule='quadratic' is unknown"),
+        ("diffusion.loss_weighting", "edm", "diffusion.loss_weighting='edm' is unknown"),
+        ("clustering.k", 0, "clustering.k=0 must be between 1"),
+        ("clustering.k", 1001, "clustering.k=1001 must be between 1"),
+        ("clustering.method", "kmeans", "clustering.method='kmeans' is unknown"),
+        ("mtl.method", "magic", "mtl.method='magic' is unknown"),
+        ("train.learning_rate", 0.0, "train.learning_rate=0.0 must be > 0"),
+        ("train.batch_size", 60, r"nearest valid sizes: \[50, 75\]"),
+        ("data.image_size", 30, "data.image_size=30 cannot be halved 2 times"),
+        ("model.num_groups", 5, "model.num_groups=5 must divide"),
+        ("model.attention_resolutions", (3,), "no level reaches"),
+        ("train.microbatch_loop", "while", "train.microbatch_loop='while' is unknown"),
+    ],
+)
+def test_bad_fields_are_named(field, value, message):
+    config = fashion_mnist.get_config()
+    section, name = field.split(".")
+    config[section][name] = value
+    with pytest.raises(UserError, match=message):
+        config_validation.validate(config, 1)
+
+
+def test_batch_size_accounts_for_devices():
+    config = fashion_mnist.get_config()
+    with pytest.raises(UserError, match=r"5 x 5 x 4 = 100; nearest valid sizes: \[100\]"):
+        config_validation.validate(config, 4)
+
+
+def run_main(*overrides, workdir):
+    env = dict(os.environ, XLA_FLAGS="", TF_CPP_MIN_LOG_LEVEL="3")
+    cmd = [sys.executable, "main.py", "--config=configs/fashion_mnist.py", f"--workdir={workdir}"]
+    return subprocess.run(cmd + list(overrides), cwd=ROOT, env=env, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("--config.data.dir=/nonexistent", "data.dir /nonexistent does not exist"),
+        ("--config.train.batch_size=64", "train.batch_size=64 is not divisible"),
+        ("--config.diffusion.schedule=sigmoid", "diffusion.schedule='sigmoid' is unknown"),
+    ],
+)
+def test_main_reports_one_line_and_exit_status_2(override, message, tmp_path):
+    result = run_main(override, workdir=tmp_path / "run")
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and message in errors[0]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()  # Nothing built or written.

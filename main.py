@@ -6,9 +6,10 @@
 Mistakes in the config or data end in one line on stderr and exit status 2.
 """
 
+import logging as py_logging
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from diffmtl.errors import UserError
@@ -19,9 +20,17 @@ config_flags.DEFINE_config_file("config", None, "Training configuration file.", 
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+class _QuietCheckpointing(py_logging.Filter):
+    """Drops orbax's per-save INFO chatter from the console; its warnings still show."""
+
+    def filter(self, record: py_logging.LogRecord) -> bool:
+        return "/orbax/" not in record.pathname or record.levelno >= py_logging.WARNING
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    logging.get_absl_handler().addFilter(_QuietCheckpointing())
     from diffmtl import train  # Imported late: the flags are parsed before JAX starts.
 
     try:

@@ -92,7 +92,8 @@ def _check_mesh(config, num_devices: int) -> None:
     )
     _require(
         data == -1 or data * fsdp == num_devices,
-        f"mesh.data x mesh.fsdp = {data} x {fsdp} must equal the {num_devices} devices (or data=-1)",
+        f"mesh.data x mesh.fsdp = {data} x {fsdp} must equal the {num_devices} devices "
+        "(or set mesh.data=-1)",
     )
 
 

@@ -129,7 +129,7 @@ def initial_state(config, experiment: Experiment) -> TrainState:
 
 
 def train_and_evaluate(config, workdir: str) -> TrainState:
-    """Trains `config` in `workdir`, resuming from its newest checkpoint; returns the final state."""
+    """Trains `config` in `workdir`, resuming from its newest checkpoint; returns the last state."""
     exp = build_experiment(config)
     state = initial_state(config, exp)
     manager = checkpointing.make_manager(workdir, config.keep_checkpoints)

@@ -10,6 +10,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
+# Identical programs compiled by several tests (same tiny config) are compiled once per run.
+CACHE_DIR = os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "jax")
+jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
 from configs import fashion_mnist  # noqa: E402
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"

@@ -44,8 +44,9 @@ def assert_same_training(result, reference):
     np.testing.assert_allclose(metrics["task_losses"], ref_metrics["task_losses"], atol=ATOL)
     for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(ref_state.params), strict=True):
         np.testing.assert_allclose(a, b, atol=ATOL)
-    for a, b in zip(jax.tree.leaves(state.ema_params), jax.tree.leaves(ref_state.ema_params),
-                    strict=True):
+    for a, b in zip(
+        jax.tree.leaves(state.ema_params), jax.tree.leaves(ref_state.ema_params), strict=True
+    ):
         np.testing.assert_allclose(a, b, atol=ATOL)
     assert int(state.step) == int(ref_state.step)
 
@@ -54,6 +55,7 @@ def test_four_devices_equal_one_device(devices, reference):
     assert_same_training(run_steps(config_for(), devices), reference)
 
 
+@pytest.mark.slow
 def test_five_microbatches_equal_one(devices, reference):
     assert_same_training(run_steps(config_for(5, "unroll"), devices[:1]), reference)
 
@@ -75,6 +77,7 @@ def per_device_flops(config, devices, with_task_grads):
     return (cost[0] if isinstance(cost, list) else cost)["flops"]
 
 
+@pytest.mark.slow
 def test_flops_per_device_split_over_devices(devices):
     """Per-device FLOPs: 4 devices do a quarter of 1 device's work, on both gradient paths."""
     config = config_for()
@@ -98,8 +101,12 @@ def test_thirty_steps_lower_the_loss(devices):
     noise = jax.random.normal(jax.random.PRNGKey(7), fixed.shape)
     keys = jax.random.split(jax.random.PRNGKey(8), k * n).reshape(k, n, -1)
 
+    @jax.jit
+    def mean_loss(params):
+        return jnp.mean(loss_fn(params, fixed, t, noise, keys))
+
     def eval_loss(params):
-        return float(jnp.mean(loss_fn(params, fixed, t, noise, keys)))
+        return float(mean_loss(params))
 
     before = eval_loss(state.params)
     for _ in range(30):

@@ -30,8 +30,15 @@ def test_output_shape_matches_input(size, mult, attn, channels):
 
 
 def test_prediction_depends_on_timestep_and_dropout_key():
-    model = unet.UNet(out_channels=1, base_channels=8, channel_mult=(1, 2), num_res_blocks=1,
-                      attention_resolutions=(), num_groups=4, dropout=0.5)
+    model = unet.UNet(
+        out_channels=1,
+        base_channels=8,
+        channel_mult=(1, 2),
+        num_res_blocks=1,
+        attention_resolutions=(),
+        num_groups=4,
+        dropout=0.5,
+    )
     x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 1))
     params = model.init(jax.random.PRNGKey(0), x, jnp.zeros(2), train=False)
     # Perturb the zero-initialised output layers so the prediction is not identically 0.
@@ -48,5 +55,6 @@ def test_timestep_embedding_values():
     emb = unet.timestep_embedding(jnp.array([0.0, 3.0]), 6)
     np.testing.assert_allclose(emb[0], [1, 1, 1, 0, 0, 0], atol=1e-7)
     freqs = np.exp(-np.log(10000.0) * np.arange(3) / 3)
-    np.testing.assert_allclose(emb[1], np.concatenate([np.cos(3 * freqs), np.sin(3 * freqs)]),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        emb[1], np.concatenate([np.cos(3 * freqs), np.sin(3 * freqs)]), rtol=1e-5
+    )

@@ -7,12 +7,11 @@ Mistakes in the config or data end in one line on stderr and exit status 2.
 """
 
 import logging as py_logging
-import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from diffmtl.errors import UserError
+from diffmtl.errors import exit_on_user_error
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard events and samples.")
@@ -33,11 +32,7 @@ def main(argv):
     logging.get_absl_handler().addFilter(_QuietCheckpointing())
     from diffmtl import train  # Imported late: the flags are parsed before JAX starts.
 
-    try:
-        train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    exit_on_user_error(train.train_and_evaluate, FLAGS.config, FLAGS.workdir)
     print(f"Done: samples.png, checkpoints/ and TensorBoard events are in {FLAGS.workdir}")
 
 

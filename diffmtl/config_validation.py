@@ -6,9 +6,8 @@ Each failure raises UserError with one line naming the field, what it holds and 
 from __future__ import annotations
 
 from diffmtl import diffusion, mtl
+from diffmtl.clustering import from_config
 from diffmtl.errors import UserError
-
-CLUSTERING_METHODS = ("uniform",)
 
 
 def _require(ok: bool, message: str) -> None:
@@ -36,10 +35,14 @@ def _check_diffusion(cfg) -> None:
 
 def _check_clustering(config) -> None:
     cfg, num_timesteps = config.clustering, config.diffusion.num_timesteps
-    _one_of(cfg.method, CLUSTERING_METHODS, "clustering.method")
+    _one_of(cfg.method, from_config.METHODS, "clustering.method")
     _require(
         1 <= cfg.k <= num_timesteps,
         f"clustering.k={cfg.k} must be between 1 and diffusion.num_timesteps={num_timesteps}",
+    )
+    _require(
+        cfg.method != "gradient" or bool(cfg.tas_path),
+        "clustering.method='gradient' needs clustering.tas_path (a T x T task-affinity .npy file)",
     )
     _one_of(config.mtl.method, sorted(mtl.METHODS), "mtl.method")
 

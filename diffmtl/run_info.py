@@ -46,12 +46,14 @@ def run_info() -> dict:
     }
 
 
-def write_run_info(workdir: str, config) -> None:
-    """Writes config.json and run_info.json into `workdir` (process 0 only)."""
+def write_run_info(workdir: str, config, boundaries) -> None:
+    """Writes config.json, clusters.json ([k, 2] intervals) and run_info.json (process 0 only)."""
     if jax.process_index() != 0:
         return
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=2))
+    with open(os.path.join(workdir, "clusters.json"), "w") as f:
+        json.dump({"method": config.clustering.method, "intervals": boundaries.tolist()}, f)
     with open(os.path.join(workdir, "run_info.json"), "w") as f:
         json.dump(run_info(), f, indent=2)

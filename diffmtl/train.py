@@ -35,19 +35,13 @@ from diffmtl import (
     sampling,
     sharding,
     steps,
-    tasks,
 )
+from diffmtl import diffusion as diffusion_lib
+from diffmtl.clustering import from_config
 from diffmtl.diffusion import Diffusion, make_diffusion
 from diffmtl.models.unet import make_model
 from diffmtl.optimizer import make_optimizer
 from diffmtl.train_state import TrainState, create_train_state
-
-
-def cluster_boundaries(config) -> np.ndarray:
-    """The [k, 2] clusters of `config.clustering`, computed once before training."""
-    boundaries = tasks.uniform_boundaries(config.diffusion.num_timesteps, config.clustering.k)
-    tasks.check_boundaries(boundaries, config.diffusion.num_timesteps)
-    return boundaries
 
 
 def batch_layout(config) -> tuple[int, int, int]:
@@ -92,6 +86,7 @@ class Experiment(NamedTuple):
     diffusion: Diffusion
     tx: optax.GradientTransformationExtraArgs
     method: ModuleType  # The MTL method's module (diffmtl.mtl.METHODS).
+    boundaries: np.ndarray  # [k, 2] int32 cluster intervals.
     train_step: dict[bool, Callable]  # with_task_grads -> jitted step(state, images).
 
 
@@ -103,6 +98,13 @@ def build_experiment(config, devices: Sequence[jax.Device] | None = None) -> Exp
     devices = list(jax.devices() if devices is None else devices)
     config_validation.validate(config, len(devices))
     source = datasets.make_source(config)
+    boundaries = from_config.cluster_boundaries(config)
+    log_snr = diffusion_lib.log_snr(from_config.schedule_abar(config))
+    logging.info(
+        "Clusters (%s):\n%s",
+        config.clustering.method,
+        from_config.boundaries_table(boundaries, log_snr),
+    )
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, devices)
     model = make_model(config, source.image_shape[-1])
     diffusion = make_diffusion(config)
@@ -112,7 +114,8 @@ def build_experiment(config, devices: Sequence[jax.Device] | None = None) -> Exp
         flag: steps.make_train_step(config, model, diffusion, tx, method, mesh, flag)
         for flag in (False, True)
     }
-    return Experiment(source, mesh, batch_layout(config), model, diffusion, tx, method, train_step)
+    layout = batch_layout(config)
+    return Experiment(source, mesh, layout, model, diffusion, tx, method, boundaries, train_step)
 
 
 def initial_state(config, experiment: Experiment) -> TrainState:
@@ -122,7 +125,7 @@ def initial_state(config, experiment: Experiment) -> TrainState:
         experiment.model,
         experiment.tx,
         image_shape=experiment.source.image_shape,
-        boundaries=cluster_boundaries(config),
+        boundaries=experiment.boundaries,
     )
     out_sharding = sharding.replicated(experiment.mesh)
     return jax.jit(init, out_shardings=out_sharding)(jax.random.PRNGKey(config.seed))
@@ -137,9 +140,10 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     restored = checkpointing.restore_latest(manager, state)
     if restored is not None:
         state, meta = restored
+        from_config.check_resumed_boundaries(state.boundaries, exp.boundaries, workdir)
         position = input_pipeline.DataPosition(**meta["data_position"])
         logging.info("Resumed from step %d at data position %s", int(state.step), position)
-    run_info.write_run_info(workdir, config)
+    run_info.write_run_info(workdir, config, exp.boundaries)
 
     data = input_pipeline.GlobalBatchIterator(
         exp.source, config.seed, exp.layout, exp.mesh, position
@@ -167,7 +171,11 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
             bar.set_postfix(loss=f"{scalars['train/loss']:.4f}")
             history = []
         if done % config.checkpoint_every_steps == 0 or done == num_steps:
-            meta = {"data_position": vars(data.position), "config": config.to_dict()}
+            meta = {
+                "data_position": vars(data.position),
+                "config": config.to_dict(),
+                "boundaries": exp.boundaries.tolist(),
+            }
             checkpointing.save(manager, state, meta)
         if (
             config.sample_every_steps

@@ -9,11 +9,14 @@ import pytest
 
 from conftest import make_tiny_config
 from diffmtl import train
+from diffmtl.clustering import from_config, interval_clustering
+from diffmtl.errors import UserError
 
 
-def run(workdir, num_train_steps):
+def run(workdir, num_train_steps, clustering_method="uniform"):
     config = make_tiny_config()
     config.train.num_train_steps = num_train_steps
+    config.clustering.method = clustering_method
     return jax.device_get(train.train_and_evaluate(config, str(workdir)))
 
 
@@ -36,3 +39,18 @@ def test_restart_resumes_at_the_right_step_with_the_next_batch(tmp_path):
     meta = manager.restore(4, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
     batch_size = make_tiny_config().train.batch_size
     assert meta["data_position"] == {"epoch": 0, "index": 4 * batch_size}
+    assert meta["boundaries"] == resumed.boundaries.tolist()
+
+    with pytest.raises(UserError, match="trained with clusters"):
+        run(workdir, 6, clustering_method="log_snr")
+    assert manager.all_steps() == [2, 4]  # The refused resume wrote nothing.
+
+
+def test_dp_clusters_reach_the_train_state(tmp_path):
+    config = make_tiny_config()
+    config.clustering.method = "log_snr"
+    exp = train.build_experiment(config)
+    state = train.initial_state(config, exp)
+    abar = from_config.schedule_abar(config)
+    expected = interval_clustering(from_config.interval_cost("log_snr", abar), 5)
+    np.testing.assert_array_equal(np.asarray(state.boundaries), expected)

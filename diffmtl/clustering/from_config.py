@@ -1,0 +1,93 @@
+"""What the trainer calls once before training: config.clustering -> boundaries [k, 2], plus a
+table of the intervals and the check that a resumed run keeps its clusters."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from diffmtl import diffusion, tasks
+from diffmtl.clustering import costs, dp
+from diffmtl.errors import UserError
+
+METHODS = ("uniform", *costs.COSTS)
+
+
+def load_tas(path: str, num_timesteps: int) -> np.ndarray:
+    """Loads a task-affinity matrix [T, T] from a .npy file, checking shape and values."""
+    if not path:
+        raise UserError(
+            "clustering.method='gradient' needs clustering.tas_path (a T x T .npy file)"
+        )
+    if not os.path.isfile(path):
+        raise UserError(
+            f"TAS file {path} does not exist: compute it first or fix clustering.tas_path"
+        )
+    try:
+        tas = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise UserError(f"TAS file {path} is not a readable .npy array ({e})") from e
+    if tas.shape != (num_timesteps, num_timesteps):
+        raise UserError(
+            f"TAS file {path} has shape {tas.shape}; diffusion.num_timesteps={num_timesteps} "
+            f"needs ({num_timesteps}, {num_timesteps})"
+        )
+    if not np.all(np.isfinite(tas)):
+        raise UserError(f"TAS file {path} has non-finite entries")
+    return tas
+
+
+def interval_cost(name: str, abar: np.ndarray, tas_path: str = "") -> np.ndarray:
+    """The [T, T] interval cost `name` (costs.COSTS) for the schedule with abar [T]."""
+    if name == "timestep":
+        return costs.timestep_cost(abar.shape[0])
+    if name == "snr":
+        return costs.snr_cost(diffusion.snr(abar))
+    if name == "log_snr":
+        return costs.log_snr_cost(diffusion.log_snr(abar))
+    if name == "gradient":
+        return costs.gradient_cost(load_tas(tas_path, abar.shape[0]))
+    raise UserError(f"clustering cost {name!r} is unknown; use one of {list(costs.COSTS)}")
+
+
+def schedule_abar(config) -> np.ndarray:
+    """abar [T] (float64) of config.diffusion."""
+    cfg = config.diffusion
+    betas = diffusion.beta_schedule(cfg.schedule, cfg.num_timesteps, cfg.beta_start, cfg.beta_end)
+    return diffusion.alphas_cumprod(betas)
+
+
+def cluster_boundaries(config) -> np.ndarray:
+    """[k, 2] int32 inclusive intervals from config.clustering (method, k, tas_path)."""
+    cfg = config.clustering
+    num_timesteps = config.diffusion.num_timesteps
+    if cfg.method == "uniform":
+        boundaries = tasks.uniform_boundaries(num_timesteps, cfg.k)
+    else:
+        cost = interval_cost(cfg.method, schedule_abar(config), cfg.tas_path)
+        boundaries = np.asarray(dp.interval_clustering(cost, cfg.k), np.int32)
+    tasks.check_boundaries(boundaries, num_timesteps)
+    return boundaries
+
+
+def boundaries_table(boundaries: np.ndarray, log_snr: np.ndarray) -> str:
+    """A plain-text table: interval, t range, log-SNR range, share of timesteps."""
+    lines = [f"{'interval':>8}  {'t range':>11}  {'log-SNR range':>17}  {'share':>6}"]
+    for i, (lo, hi) in enumerate(np.asarray(boundaries)):
+        share = (hi - lo + 1) / log_snr.shape[0]
+        t_range = f"{lo}-{hi}"
+        snr_range = f"{log_snr[lo]:+.2f} .. {log_snr[hi]:+.2f}"
+        lines.append(f"{i:>8}  {t_range:>11}  {snr_range:>17}  {share:>6.1%}")
+    return "\n".join(lines)
+
+
+def check_resumed_boundaries(restored: np.ndarray, configured: np.ndarray, workdir: str) -> None:
+    """Refuses to resume a run whose checkpoint holds other clusters than the config gives."""
+    restored, configured = np.asarray(restored), np.asarray(configured)
+    if restored.shape != configured.shape or np.any(restored != configured):
+        raise UserError(
+            f"the checkpoint in {workdir} was trained with clusters {restored.tolist()} but the "
+            f"config gives {configured.tolist()}: restore the original clustering settings "
+            "(clustering.method, k, tas_path, diffusion schedule) or use a new workdir"
+        )

@@ -1,6 +1,7 @@
 """Training throughput of the default config for several micro-batch counts, as JSON.
 
   python -m benchmarks.train_throughput [--num_microbatches=1,5] [--steps=10] [--batch_size=75]
+      [--with_task_grads]   # the step that computes per-cluster gradients [k, ...] instead
 
 Each M runs the real jitted step on Fashion-MNIST batches in one process, so the figures are
 comparable as ratios (this machine is shared and noisy; compare within one run).
@@ -22,6 +23,7 @@ flags.DEFINE_list("num_microbatches", ["1", "5"], "Micro-batch counts M to measu
 flags.DEFINE_integer("steps", 10, "Timed steps per M (after one compile step).")
 flags.DEFINE_integer("batch_size", None, "Global batch size (default: the config's).")
 flags.DEFINE_string("microbatch_loop", None, "'unroll' or 'scan' (default: the config's).")
+flags.DEFINE_bool("with_task_grads", False, "Time the per-cluster-gradient step instead.")
 
 
 def measure(num_microbatches: int) -> dict:
@@ -35,7 +37,7 @@ def measure(num_microbatches: int) -> dict:
     exp = train.build_experiment(config)
     state = train.initial_state(config, exp)
     data = input_pipeline.GlobalBatchIterator(exp.source, config.seed, exp.layout, exp.mesh)
-    step = exp.train_step[False]
+    step = exp.train_step[FLAGS.with_task_grads]
     start = time.perf_counter()
     state, metrics = step(state, next(data))
     jax.block_until_ready(metrics)
@@ -50,6 +52,7 @@ def measure(num_microbatches: int) -> dict:
         "num_microbatches": num_microbatches,
         "batch_size": config.train.batch_size,
         "microbatch_loop": config.train.microbatch_loop,
+        "with_task_grads": FLAGS.with_task_grads,
         "first_step_s": round(compile_s, 2),
         "step_s": round(seconds, 4),
         "steps_per_s": round(1 / seconds, 3),

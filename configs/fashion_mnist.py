@@ -37,7 +37,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.clustering.tas_path = ""  # Task-affinity matrix [T, T] (.npy) for 'gradient'.
 
     config.mtl = ml_collections.ConfigDict()
-    config.mtl.method = "equal"  # MTL method over the clusters (diffmtl.mtl.METHODS).
+    config.mtl.method = "equal"  # MTL method over the clusters: 'equal' or 'uw'.
+    config.mtl.uw_learning_rate = 0.025  # UW: Adam learning rate of the log-variances s_i.
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "unet"  # ADM-style UNet (models/unet.py).

@@ -150,7 +150,8 @@ def make_train_step(
 ):
     """Returns jitted step(state, images [M, k, N, H, W, C]) -> (state, metrics); state donated.
 
-    metrics: loss (mean of task_losses), weighted_loss (sum_i w_i L_i), task_losses [k].
+    metrics: loss (mean of task_losses), weighted_loss (sum_i w_i L_i), task_losses [k],
+    loss_weights [k] (the MTL method's w used by this step).
     """
     loss_fn = make_per_example_loss(model, diffusion, mesh)
     max_decay = config.train.ema_decay
@@ -181,6 +182,7 @@ def make_train_step(
             "loss": jnp.mean(task_losses),
             "weighted_loss": jnp.dot(weights, task_losses),
             "task_losses": task_losses,
+            "loss_weights": weights,
         }
         return new_state, metrics
 

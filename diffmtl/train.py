@@ -57,9 +57,9 @@ def _mean_metrics(history: list[dict]) -> dict[str, float]:
         "train/loss": float(np.mean([m["loss"] for m in host])),
         "train/weighted_loss": float(np.mean([m["weighted_loss"] for m in host])),
     }
-    task_losses = np.mean([m["task_losses"] for m in host], axis=0)
-    for i, value in enumerate(task_losses):
-        scalars[f"train/task_loss/cluster_{i}"] = float(value)
+    for key, name in (("task_losses", "task_loss"), ("loss_weights", "loss_weight")):
+        for i, value in enumerate(np.mean([m[key] for m in host], axis=0)):
+            scalars[f"train/{name}/cluster_{i}"] = float(value)
     return scalars
 
 

@@ -16,8 +16,9 @@ from diffmtl import input_pipeline, steps, train
 ATOL = 1e-5
 
 
-def config_for(num_microbatches=1, microbatch_loop="unroll"):
+def config_for(num_microbatches=1, microbatch_loop="unroll", method="equal"):
     config = make_tiny_config()
+    config.mtl.method = method
     config.train.batch_size = 100  # k = 5 clusters of 20: N = 20 / M, divisible by 4 devices.
     config.train.num_microbatches = num_microbatches
     config.train.microbatch_loop = microbatch_loop
@@ -69,6 +70,18 @@ def test_per_cluster_gradients_give_the_equal_weighting_update(devices, referenc
     assert_same_training(run_steps(config_for(), devices, with_task_grads=True), reference)
 
 
+@pytest.mark.slow
+def test_uncertainty_weighting_on_four_devices_equals_one_device(devices):
+    config = config_for(method="uw")
+    four = run_steps(config, devices)
+    one = run_steps(config, devices[:1])
+    assert_same_training(four, one)
+    s_four, s_one = (r[0].opt_state[0].log_variances for r in (four, one))
+    np.testing.assert_allclose(s_four, s_one, atol=ATOL)
+    assert np.all(s_four != 0)  # The log-variances are trained too...
+    assert not np.allclose(four[1]["loss_weights"], 0.5 / 5)  # ...and weight the next step.
+
+
 def per_device_flops(config, devices, with_task_grads):
     exp = train.build_experiment(config, devices)
     state = train.initial_state(config, exp)
@@ -88,9 +101,11 @@ def test_flops_per_device_split_over_devices(devices):
     assert four_task / four < 1.2  # Per-cluster gradients: not replicated compute.
 
 
-def test_thirty_steps_lower_the_loss(devices):
+@pytest.mark.parametrize("method", ["equal", "uw"])
+def test_thirty_steps_lower_the_loss(devices, method):
     config = make_tiny_config()
     config.model.dropout = 0.0
+    config.mtl.method = method
     exp = train.build_experiment(config, devices)
     state = train.initial_state(config, exp)
     data = input_pipeline.GlobalBatchIterator(exp.source, config.seed, exp.layout, exp.mesh)

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from diffmtl.mtl import equal
+from diffmtl.mtl import equal, uncertainty
 from diffmtl.mtl.equal import equal_weighting
+from diffmtl.mtl.uncertainty import uncertainty_weighting
 
-METHODS: dict[str, ModuleType] = {"equal": equal}
+METHODS: dict[str, ModuleType] = {"equal": equal, "uw": uncertainty}
 
-__all__ = ["METHODS", "equal_weighting", "method"]
+__all__ = ["METHODS", "equal_weighting", "method", "uncertainty_weighting"]
 
 
 def method(name: str) -> ModuleType:

@@ -1,0 +1,70 @@
+"""Uncertainty weighting (Kendall et al. 2018) over timestep clusters, as in ANT.
+
+Objective: sum_i 0.5 (exp(-s_i) L_i / k + s_i), with one learned log-variance s_i per cluster
+(initialised to 0) trained by its own Adam (learning rate 0.025, no weight decay, as the
+authors). The model is updated with the current weights w_i = 0.5 exp(-s_i) / k, taken before
+this step's s update; then s moves along d/ds_i = 0.5 (1 - exp(-s_i) L_i / k). At s = 0 the
+weights are 1 / (2k): with k = 1 the model gradient is half the plain gradient (AdamW, next in
+the chain, is invariant to that scale up to its epsilon). One backward pass: costs what vanilla
+costs.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from diffmtl.mtl import base
+
+
+class UncertaintyWeightingState(NamedTuple):
+    log_variances: jax.Array  # s, [k].
+    adam_state: optax.OptState  # Adam's state for s.
+
+
+def loss_weights(state: UncertaintyWeightingState) -> jax.Array:
+    """[k] model weights w_i = 0.5 exp(-s_i) / k."""
+    s = state.log_variances
+    return 0.5 * jnp.exp(-s) / s.shape[0]
+
+
+def log_variance_gradient(log_variances: jax.Array, task_losses: jax.Array) -> jax.Array:
+    """d objective / d s_i = 0.5 (1 - exp(-s_i) L_i / k): [k], [k] -> [k]."""
+    k = log_variances.shape[0]
+    return 0.5 * (1.0 - jnp.exp(-log_variances) * task_losses / k)
+
+
+def uncertainty_weighting(
+    num_tasks: int, learning_rate: float = 0.025
+) -> optax.GradientTransformationExtraArgs:
+    """Weights per-cluster gradients by 0.5 exp(-s_i) / k and takes an Adam step on s."""
+    adam = optax.adam(learning_rate)
+
+    def init(params):
+        del params
+        s = jnp.zeros((num_tasks,), jnp.float32)
+        return UncertaintyWeightingState(s, adam.init(s))
+
+    def update(updates, state, params=None, *, task_losses, **extra):
+        del extra
+        if base.has_task_axis(updates, params, num_tasks):
+            updates = base.weighted_sum(updates, loss_weights(state))
+        s = state.log_variances
+        grad_s = log_variance_gradient(s, jax.lax.stop_gradient(task_losses))
+        s_updates, adam_state = adam.update(grad_s, state.adam_state, s)
+        return updates, UncertaintyWeightingState(optax.apply_updates(s, s_updates), adam_state)
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+def make(num_tasks: int, mtl_config) -> optax.GradientTransformationExtraArgs:
+    return uncertainty_weighting(num_tasks, mtl_config.uw_learning_rate)
+
+
+def needs_task_grads(step: int, mtl_config) -> bool:
+    """UW only weights the losses: the step computes one gradient of the weighted loss."""
+    del step, mtl_config
+    return False

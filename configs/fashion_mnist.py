@@ -37,8 +37,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.clustering.tas_path = ""  # Task-affinity matrix [T, T] (.npy) for 'gradient'.
 
     config.mtl = ml_collections.ConfigDict()
-    config.mtl.method = "equal"  # MTL method over the clusters: 'equal' or 'uw'.
+    # MTL method over the clusters: 'equal', 'uw', 'pcgrad' or 'nash_mtl'.
+    config.mtl.method = "equal"
     config.mtl.uw_learning_rate = 0.025  # UW: Adam learning rate of the log-variances s_i.
+    config.mtl.pcgrad_seed = 0  # PCGrad: seed of the random projection orders.
+    config.mtl.nash_update_every = 25  # Nash-MTL: recompute alpha every this many steps.
+    config.mtl.nash_max_norm = 1.0  # Nash-MTL: clip of the combined update's global norm.
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "unet"  # ADM-style UNet (models/unet.py).

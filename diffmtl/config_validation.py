@@ -45,6 +45,10 @@ def _check_clustering(config) -> None:
         "clustering.method='gradient' needs clustering.tas_path (a T x T task-affinity .npy file)",
     )
     _one_of(config.mtl.method, sorted(mtl.METHODS), "mtl.method")
+    _require(
+        config.mtl.nash_update_every >= 1,
+        f"mtl.nash_update_every={config.mtl.nash_update_every} must be >= 1",
+    )
 
 
 def _check_model(config) -> None:

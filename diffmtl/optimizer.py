@@ -18,8 +18,9 @@ def learning_rate_schedule(config) -> optax.Schedule:
 def make_optimizer(config, num_tasks: int) -> optax.GradientTransformationExtraArgs:
     """chain(MTL method, [clip by global norm], AdamW); its state is (mtl_state, ...)."""
     cfg = config.train
-    links = [mtl.method(config.mtl.method).make(num_tasks, config.mtl)]
-    if cfg.grad_clip_norm > 0:
+    method = mtl.method(config.mtl.method)
+    links = [method.make(num_tasks, config.mtl)]
+    if cfg.grad_clip_norm > 0 and not getattr(method, "CLIPS_UPDATES", False):
         links.append(optax.clip_by_global_norm(cfg.grad_clip_norm))
     links.append(
         optax.adamw(

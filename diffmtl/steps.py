@@ -184,6 +184,7 @@ def make_train_step(
             "task_losses": task_losses,
             "loss_weights": weights,
         }
+        metrics.update(method.metrics(mtl_state(opt_state)))
         return new_state, metrics
 
     return jax.jit(step, donate_argnums=0, out_shardings=sharding.replicated(mesh))

@@ -53,13 +53,14 @@ def batch_layout(config) -> tuple[int, int, int]:
 def _mean_metrics(history: list[dict]) -> dict[str, float]:
     """Averages the step metrics since the last report into named scalars."""
     host = jax.device_get(history)
-    scalars = {
-        "train/loss": float(np.mean([m["loss"] for m in host])),
-        "train/weighted_loss": float(np.mean([m["weighted_loss"] for m in host])),
-    }
-    for key, name in (("task_losses", "task_loss"), ("loss_weights", "loss_weight")):
-        for i, value in enumerate(np.mean([m[key] for m in host], axis=0)):
-            scalars[f"train/{name}/cluster_{i}"] = float(value)
+    scalars = {}
+    for key in host[0]:
+        mean = np.mean([m[key] for m in host], axis=0)
+        if mean.ndim == 0:
+            scalars[f"train/{key}"] = float(mean)
+        else:  # A [k] vector: one scalar per cluster.
+            for i, value in enumerate(mean):
+                scalars[f"train/{key}/cluster_{i}"] = float(value)
     return scalars
 
 

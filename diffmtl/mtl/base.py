@@ -25,3 +25,16 @@ def has_task_axis(updates, params, num_tasks: int) -> bool:
 def weighted_sum(task_grads, weights: jax.Array):
     """sum_i w_i g_i over the leading task axis: leaves [k, ...], weights [k] -> leaves [...]."""
     return jax.tree.map(lambda g: jnp.tensordot(weights.astype(g.dtype), g, axes=1), task_grads)
+
+
+def gram_matrix(task_grads) -> jax.Array:
+    """G[i, j] = <g_i, g_j> summed over leaves [k, ...] -> [k, k] float32.
+
+    Under parameter sharding each leaf's product is a per-shard dot product plus a reduction.
+    """
+
+    def leaf_gram(g):
+        flat = g.reshape(g.shape[0], -1).astype(jnp.float32)
+        return flat @ flat.T
+
+    return sum(leaf_gram(g) for g in jax.tree.leaves(task_grads))

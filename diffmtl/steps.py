@@ -147,8 +147,12 @@ def make_train_step(
     method: ModuleType,
     mesh: Mesh,
     with_task_grads: bool,
+    task_gradients: Callable = cluster_gradients,
 ):
     """Returns jitted step(state, images [M, k, N, H, W, C]) -> (state, metrics); state donated.
+
+    task_gradients(loss_fn, params, batch, loop) -> ([k, ...] grads, task_losses [k]) computes
+    the per-cluster gradients (benchmarks swap in a naive reference).
 
     metrics: loss (mean of task_losses), weighted_loss (sum_i w_i L_i), task_losses [k],
     loss_weights [k] (the MTL method's w used by this step).
@@ -163,7 +167,7 @@ def make_train_step(
 
         batch = (images, t, noise, keys)
         if with_task_grads:
-            grads, task_losses = cluster_gradients(loss_fn, state.params, batch, loop)
+            grads, task_losses = task_gradients(loss_fn, state.params, batch, loop)
         else:
             grads, task_losses = weighted_gradients(loss_fn, state.params, batch, weights, loop)
 

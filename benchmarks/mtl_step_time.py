@@ -25,9 +25,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_integer("steps", 5, "Timed steps per row (after one compile step).")
 
 
-def naive_cluster_gradients(loss_fn, params, batch, loop):
+def naive_cluster_gradients(loss_fn, params, batch, loop, grad_dtype):
     """g_i by k backward passes over the whole batch: vmap of the VJP of task_losses [k]."""
-    del loop
+    del loop, grad_dtype
 
     def all_task_losses(p):
         per_microbatch = [

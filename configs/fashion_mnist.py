@@ -43,6 +43,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.mtl.pcgrad_seed = 0  # PCGrad: seed of the random projection orders.
     config.mtl.nash_update_every = 25  # Nash-MTL: recompute alpha every this many steps.
     config.mtl.nash_max_norm = 1.0  # Nash-MTL: clip of the combined update's global norm.
+    # dtype of the per-cluster gradients [k, ...] handed to the method ('float32' or 'bfloat16':
+    # half their k x parameter memory; the methods accumulate in float32).
+    config.mtl.grad_dtype = "float32"
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "unet"  # ADM-style UNet (models/unet.py).
@@ -73,6 +76,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.mesh.fsdp = 1  # Parameter-sharding devices (1: replicated parameters).
 
     config.log_every_steps = 20  # Scalars to TensorBoard and the log.
+    # Cosine similarity of the cluster gradients (a live task-affinity view; 0 = off).
+    config.task_gradient_cosine_every_steps = 100
     config.checkpoint_every_steps = 200  # Save a checkpoint.
     config.keep_checkpoints = 3  # Checkpoints kept on disk.
     config.sample_every_steps = 0  # Sample grid during training (0: only at the end).

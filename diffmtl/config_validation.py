@@ -45,6 +45,7 @@ def _check_clustering(config) -> None:
         "clustering.method='gradient' needs clustering.tas_path (a T x T task-affinity .npy file)",
     )
     _one_of(config.mtl.method, sorted(mtl.METHODS), "mtl.method")
+    _one_of(config.mtl.grad_dtype, ("float32", "bfloat16"), "mtl.grad_dtype")
     _require(
         config.mtl.nash_update_every >= 1,
         f"mtl.nash_update_every={config.mtl.nash_update_every} must be >= 1",
@@ -119,3 +120,7 @@ def validate(config, num_devices: int) -> None:
     for field in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
         _require(config[field] >= 1, f"{field}={config[field]} must be >= 1")
     _require(config.sample_every_steps >= 0, "sample_every_steps must be >= 0 (0: only at the end)")
+    _require(
+        config.task_gradient_cosine_every_steps >= 0,
+        "task_gradient_cosine_every_steps must be >= 0 (0: off)",
+    )

@@ -26,6 +26,7 @@ from jax.sharding import Mesh, PartitionSpec
 
 from diffmtl import diffusion as diffusion_lib
 from diffmtl import sharding, tasks
+from diffmtl.mtl import base as mtl_base
 from diffmtl.optimizer import mtl_state
 from diffmtl.train_state import TrainState, ema_decay
 
@@ -101,20 +102,21 @@ def weighted_gradients(loss_fn: PerExampleLoss, params, batch, weights: jax.Arra
     return jax.tree.map(lambda g: g / num_microbatches, grad_sum), jnp.mean(losses, axis=0)
 
 
-def cluster_gradients(loss_fn: PerExampleLoss, params, batch, loop: str):
+def cluster_gradients(loss_fn: PerExampleLoss, params, batch, loop: str, grad_dtype=jnp.float32):
     """Per-cluster gradients g_i = grad L_i over batch = (x0, t, noise, keys) [M, k, N, ...].
 
     One forward and backward pass per cluster over its M N examples (the cluster is the
     micro-batch: B / k examples at a time), so the k passes together cost about one pass over
     the batch, with no per-example or grouped-convolution gradients. A vmap over the cluster
     axis measured 2.1x the weighted-loss step here (XLA:CPU's grouped convolutions).
-    Returns (grads with a leading [k] axis on every leaf, task_losses [k]).
+    Each g_i is cast to `grad_dtype` as soon as it is computed (bfloat16 halves the k x
+    parameters of memory they take). Returns (grads [k, ...] on every leaf, task_losses [k]).
     """
     by_cluster = tuple(jnp.moveaxis(a, 1, 0) for a in batch)  # [k, M, N, ...], N still sharded.
 
     def one_cluster(carry, cluster_batch):
         loss, grads = jax.value_and_grad(lambda p: jnp.mean(loss_fn(p, *cluster_batch)))(params)
-        return carry, (grads, loss)
+        return carry, (jax.tree.map(lambda g: g.astype(grad_dtype), grads), loss)
 
     _, (grads, losses) = _loop(one_cluster, None, by_cluster, loop)
     return grads, losses
@@ -139,6 +141,27 @@ def draw_noise_and_timesteps(state: TrainState, batch_shape: tuple[int, ...], me
     )
 
 
+def make_task_gradient_cosine(
+    config, model: nn.Module, diffusion: diffusion_lib.Diffusion, mesh: Mesh
+):
+    """Returns jitted cosine(state, images) -> [k, k] cosine similarities of the cluster gradients.
+
+    A cheap live view of the paper's task affinity: the per-cluster gradients of this step's
+    batch (same t and noise as the train step would draw), without updating anything.
+    """
+    loss_fn = make_per_example_loss(model, diffusion, mesh)
+    loop = config.train.microbatch_loop
+
+    def cosine(state: TrainState, images: jax.Array) -> jax.Array:
+        t, noise, keys = draw_noise_and_timesteps(state, images.shape, mesh)
+        grads, _ = cluster_gradients(loss_fn, state.params, (images, t, noise, keys), loop)
+        gram = mtl_base.gram_matrix(grads)
+        norms = jnp.sqrt(jnp.maximum(jnp.diag(gram), 1e-30))
+        return gram / (norms[:, None] * norms[None, :])
+
+    return jax.jit(cosine, out_shardings=sharding.replicated(mesh))
+
+
 def make_train_step(
     config,
     model: nn.Module,
@@ -151,8 +174,8 @@ def make_train_step(
 ):
     """Returns jitted step(state, images [M, k, N, H, W, C]) -> (state, metrics); state donated.
 
-    task_gradients(loss_fn, params, batch, loop) -> ([k, ...] grads, task_losses [k]) computes
-    the per-cluster gradients (benchmarks swap in a naive reference).
+    task_gradients(loss_fn, params, batch, loop, grad_dtype) -> ([k, ...] grads, task_losses
+    [k]) computes the per-cluster gradients (benchmarks swap in a naive reference).
 
     metrics: loss (mean of task_losses), weighted_loss (sum_i w_i L_i), task_losses [k],
     loss_weights [k] (the MTL method's w used by this step).
@@ -160,6 +183,7 @@ def make_train_step(
     loss_fn = make_per_example_loss(model, diffusion, mesh)
     max_decay = config.train.ema_decay
     loop = config.train.microbatch_loop
+    grad_dtype = jnp.dtype(config.mtl.grad_dtype)
 
     def step(state: TrainState, images: jax.Array):
         t, noise, keys = draw_noise_and_timesteps(state, images.shape, mesh)
@@ -167,7 +191,7 @@ def make_train_step(
 
         batch = (images, t, noise, keys)
         if with_task_grads:
-            grads, task_losses = task_gradients(loss_fn, state.params, batch, loop)
+            grads, task_losses = task_gradients(loss_fn, state.params, batch, loop, grad_dtype)
         else:
             grads, task_losses = weighted_gradients(loss_fn, state.params, batch, weights, loop)
 

@@ -77,6 +77,15 @@ def write_samples(sampler, state: TrainState, config, writer, workdir: str) -> s
     return path
 
 
+def write_task_gradient_cosine(writer, step: int, cosine: jax.Array) -> None:
+    """Logs the [k, k] cosines of the cluster gradients, one scalar per pair i < j."""
+    cosine = np.asarray(jax.device_get(cosine))
+    pairs = zip(*np.triu_indices(cosine.shape[0], 1), strict=True)
+    writer.write_scalars(
+        step, {f"task_gradient_cosine/{i}_{j}": float(cosine[i, j]) for i, j in pairs}
+    )
+
+
 class Experiment(NamedTuple):
     """Everything built from a config before training starts."""
 
@@ -89,6 +98,7 @@ class Experiment(NamedTuple):
     method: ModuleType  # The MTL method's module (diffmtl.mtl.METHODS).
     boundaries: np.ndarray  # [k, 2] int32 cluster intervals.
     train_step: dict[bool, Callable]  # with_task_grads -> jitted step(state, images).
+    task_gradient_cosine: Callable  # jitted (state, images) -> [k, k] cosines.
 
 
 def build_experiment(config, devices: Sequence[jax.Device] | None = None) -> Experiment:
@@ -115,8 +125,11 @@ def build_experiment(config, devices: Sequence[jax.Device] | None = None) -> Exp
         flag: steps.make_train_step(config, model, diffusion, tx, method, mesh, flag)
         for flag in (False, True)
     }
+    cosine = steps.make_task_gradient_cosine(config, model, diffusion, mesh)
     layout = batch_layout(config)
-    return Experiment(source, mesh, layout, model, diffusion, tx, method, boundaries, train_step)
+    return Experiment(
+        source, mesh, layout, model, diffusion, tx, method, boundaries, train_step, cosine
+    )
 
 
 def initial_state(config, experiment: Experiment) -> TrainState:
@@ -160,8 +173,12 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     history = []
     for step in range(first, num_steps):
         with jax.profiler.StepTraceAnnotation("train", step_num=step):
+            batch = next(data)
+            every = config.task_gradient_cosine_every_steps
+            if every and step % every == 0 and config.clustering.k > 1:
+                write_task_gradient_cosine(writer, step, exp.task_gradient_cosine(state, batch))
             with_task_grads = exp.method.needs_task_grads(step, config.mtl)
-            state, metrics = exp.train_step[with_task_grads](state, next(data))
+            state, metrics = exp.train_step[with_task_grads](state, batch)
         history.append(metrics)
         done = step + 1
         report(done)

@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+import tensorflow as tf
 
 from conftest import make_tiny_config
 from diffmtl import train
@@ -33,7 +34,14 @@ def test_restart_resumes_at_the_right_step_with_the_next_batch(tmp_path):
     workdir = tmp_path / "b"
     for name in ("samples.png", "config.json", "run_info.json"):
         assert (workdir / name).is_file()
-    assert any(f.startswith("events.out.tfevents") for f in os.listdir(workdir))
+    events = [f for f in os.listdir(workdir) if f.startswith("events.out.tfevents")]
+    tags = {
+        value.tag
+        for name in events
+        for event in tf.compat.v1.train.summary_iterator(str(workdir / name))
+        for value in event.summary.value
+    }
+    assert {"train/loss", "train/task_losses/cluster_4", "task_gradient_cosine/0_1"} <= tags
     manager = ocp.CheckpointManager(str(workdir / "checkpoints"), item_names=("state", "meta"))
     assert manager.all_steps() == [2, 4]
     meta = manager.restore(4, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta

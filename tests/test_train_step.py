@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import make_tiny_config
-from diffmtl import input_pipeline, steps, train
+from diffmtl import input_pipeline, steps, tasks, train
 
 ATOL = 1e-5
 
@@ -145,3 +145,35 @@ def test_thirty_steps_lower_the_loss(devices, method):
         state, _ = exp.train_step[with_task_grads](state, next(data))
     after = eval_loss(state.params)
     assert after < 0.7 * before, (before, after)
+
+
+@pytest.mark.slow
+def test_task_gradient_cosine_matches_the_jacobian_of_task_losses(devices):
+    """The live affinity view equals cosines of rows of d task_losses / d params."""
+    config = config_for()
+    config.model.dropout = 0.0
+    exp = train.build_experiment(config, devices)
+    state = train.initial_state(config, exp)
+    state = state.replace(params=jax.tree.map(lambda p: p + 0.01, state.params))  # Non-zero output.
+    images = next(input_pipeline.GlobalBatchIterator(exp.source, 0, exp.layout, exp.mesh))
+    cosine = np.asarray(exp.task_gradient_cosine(state, images))
+
+    t, noise, keys = steps.draw_noise_and_timesteps(state, images.shape, exp.mesh)
+    loss_fn = steps.make_per_example_loss(exp.model, exp.diffusion, exp.mesh)
+    jacobian = jax.jit(
+        jax.jacrev(lambda p: tasks.task_losses(loss_fn(p, images[0], t[0], noise[0], keys[0])))
+    )(state.params)
+    rows = np.concatenate([np.asarray(j).reshape(5, -1) for j in jax.tree.leaves(jacobian)], 1)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    np.testing.assert_allclose(cosine, rows @ rows.T, atol=1e-4)
+    np.testing.assert_allclose(np.diag(cosine), 1.0, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_bfloat16_task_gradients_track_float32(devices):
+    config = config_for(method="pcgrad")
+    config.mtl.grad_dtype = "bfloat16"
+    low = run_steps(config, devices[:1])
+    high = run_steps(config_for(method="pcgrad"), devices[:1])
+    for a, b in zip(jax.tree.leaves(low[0].params), jax.tree.leaves(high[0].params), strict=True):
+        np.testing.assert_allclose(a, b, atol=2e-3)  # Two AdamW steps of lr 1e-3.

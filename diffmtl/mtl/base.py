@@ -23,8 +23,15 @@ def has_task_axis(updates, params, num_tasks: int) -> bool:
 
 
 def weighted_sum(task_grads, weights: jax.Array):
-    """sum_i w_i g_i over the leading task axis: leaves [k, ...], weights [k] -> leaves [...]."""
-    return jax.tree.map(lambda g: jnp.tensordot(weights.astype(g.dtype), g, axes=1), task_grads)
+    """sum_i w_i g_i over the leading task axis: leaves [k, ...], weights [k] -> leaves [...].
+
+    Accumulated in float32 whatever the dtype of the task gradients (mtl.grad_dtype).
+    """
+
+    def combine(g):
+        return jnp.tensordot(weights.astype(jnp.float32), g.astype(jnp.float32), axes=1)
+
+    return jax.tree.map(combine, task_grads)
 
 
 def gram_matrix(task_grads) -> jax.Array:

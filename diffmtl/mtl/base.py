@@ -45,3 +45,15 @@ def gram_matrix(task_grads) -> jax.Array:
         return flat @ flat.T
 
     return sum(leaf_gram(g) for g in jax.tree.leaves(task_grads))
+
+
+def no_metrics(state) -> dict:
+    """For methods with no scalars beyond the loss weights (which the step logs for all)."""
+    del state
+    return {}
+
+
+def never_needs_task_grads(step: int, mtl_config) -> bool:
+    """For methods that only weight the losses: the step takes one gradient of sum_i w_i L_i."""
+    del step, mtl_config
+    return False

@@ -41,13 +41,6 @@ def loss_weights(state: EqualWeightingState) -> jax.Array:
     return state.weights
 
 
-def metrics(state) -> dict:
-    """No scalars beyond the loss weights, which the step logs for every method."""
-    del state
-    return {}
-
-
-def needs_task_grads(step: int, mtl_config) -> bool:
-    """Equal weighting only needs the gradient of the weighted loss."""
-    del step, mtl_config
-    return False
+# Only the loss weights, which the step logs for every method; one gradient of the weighted loss.
+metrics = base.no_metrics
+needs_task_grads = base.never_needs_task_grads

@@ -64,13 +64,6 @@ def make(num_tasks: int, mtl_config) -> optax.GradientTransformationExtraArgs:
     return uncertainty_weighting(num_tasks, mtl_config.uw_learning_rate)
 
 
-def metrics(state) -> dict:
-    """No scalars beyond the loss weights, which the step logs for every method."""
-    del state
-    return {}
-
-
-def needs_task_grads(step: int, mtl_config) -> bool:
-    """UW only weights the losses: the step computes one gradient of the weighted loss."""
-    del step, mtl_config
-    return False
+# Only the loss weights, which the step logs for every method; one gradient of the weighted loss.
+metrics = base.no_metrics
+needs_task_grads = base.never_needs_task_grads

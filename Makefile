@@ -38,3 +38,4 @@ lint: setup
 
 bench: setup
 	$(PY) -m benchmarks.train_throughput
+	$(PY) -m benchmarks.sampling

@@ -1,7 +1,9 @@
-"""Trains a diffusion model as a multi-task learner over timestep clusters.
+"""Trains a diffusion model as a multi-task learner over timestep clusters, or evaluates one.
 
   python main.py --config=configs/fashion_mnist.py --workdir=/tmp/fmnist
   python main.py --config=configs/fashion_mnist.py --workdir=/tmp/fmnist --config.clustering.k=1
+  python main.py --mode=sample --config=configs/fashion_mnist.py --workdir=/tmp/fmnist
+  python main.py --mode=evaluate --config=configs/fashion_mnist.py --workdir=/tmp/fmnist
 
 Mistakes in the config or data end in one line on stderr and exit status 2.
 """
@@ -15,6 +17,12 @@ from diffmtl.errors import exit_on_user_error
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard events and samples.")
+flags.DEFINE_enum(
+    "mode",
+    "train",
+    ["train", "sample", "evaluate"],
+    "train (resuming from the workdir's newest checkpoint), or sample / evaluate that checkpoint.",
+)
 config_flags.DEFINE_config_file("config", None, "Training configuration file.", lock_config=True)
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -30,10 +38,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     logging.get_absl_handler().addFilter(_QuietCheckpointing())
-    from diffmtl import train  # Imported late: the flags are parsed before JAX starts.
+    from diffmtl.modes import MODES  # Imported late: the flags are parsed before JAX starts.
 
-    exit_on_user_error(train.train_and_evaluate, FLAGS.config, FLAGS.workdir)
-    print(f"Done: samples.png, checkpoints/ and TensorBoard events are in {FLAGS.workdir}")
+    print(exit_on_user_error(MODES[FLAGS.mode], FLAGS.config, FLAGS.workdir))
 
 
 if __name__ == "__main__":

@@ -81,6 +81,27 @@ def get_config() -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 200  # Save a checkpoint.
     config.keep_checkpoints = 3  # Checkpoints kept on disk.
     config.sample_every_steps = 0  # Sample grid during training (0: only at the end).
-    config.num_samples = 64  # Images in the sample grid.
-    config.sample_steps = 50  # Respaced ancestral sampling steps (of T).
+
+    config.sampling = ml_collections.ConfigDict()
+    config.sampling.method = "ddim"  # 'ddim' (eta below) or 'ddpm' (ancestral, eta = 1).
+    config.sampling.num_steps = 25  # Respaced reverse steps (of T; 25 keeps the demo short).
+    config.sampling.eta = 0.0  # DDIM noise scale: 0 deterministic, 1 = ancestral.
+    config.sampling.clip_denoised = True  # Clip the predicted x0 to [-1, 1] at each step.
+    config.sampling.batch_size = 96  # Global batch, divisible by the devices (small: fast on CPU).
+    config.sampling.seed = 0  # Sample i of this seed is the same in every run and batch.
+    config.sampling.grid_size = 64  # Images in samples.png.
+
+    config.eval = ml_collections.ConfigDict()
+    config.eval.every_steps = 0  # FID + validation loss during training (0: only at the end).
+    config.eval.num_samples = 480  # Samples per FID (biased upwards at few; ~1 CPU minute).
+    # 'fmnist_classifier' (FID_FMNIST, committed weights) or 'inception' (FID; needs the file).
+    config.eval.feature_network = "fmnist_classifier"
+    config.eval.inception_path = ""  # FID Inception weights .npz (README: FID on natural images).
+    config.eval.reference_path = ""  # Reference {mu, sigma, features} .npz ('': from the data).
+    config.eval.reference_split = "test"  # Held-out split for the reference and validation loss.
+    config.eval.num_reference = 10000  # Real images in a reference made from the data.
+    config.eval.batch_size = 480  # Feature-network global batch (divisible by the devices).
+    config.eval.precision_recall_k = 3  # k of the k-NN manifolds (Kynkaanniemi et al.).
+    config.eval.val_num_images = 48  # Held-out images of the validation loss (fixed).
+    config.eval.val_num_timesteps = 25  # Its timestep grid, evenly spaced over 0..T-1.
     return config

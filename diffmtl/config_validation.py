@@ -5,9 +5,14 @@ Each failure raises UserError with one line naming the field, what it holds and 
 
 from __future__ import annotations
 
+import os
+
 from diffmtl import diffusion, mtl
 from diffmtl.clustering import from_config
 from diffmtl.errors import UserError
+from diffmtl.metrics import inception
+from diffmtl.metrics.features import NETWORKS
+from diffmtl.sampling import SAMPLERS
 
 
 def _require(ok: bool, message: str) -> None:
@@ -105,6 +110,52 @@ def _check_mesh(config, num_devices: int) -> None:
     )
 
 
+def _divisible_by_devices(value: int, field: str, num_devices: int) -> None:
+    _require(
+        value >= 1 and value % num_devices == 0,
+        f"{field}={value} must be a positive multiple of the {num_devices} devices",
+    )
+
+
+def _check_sampling(config, num_devices: int) -> None:
+    cfg = config.sampling
+    _one_of(cfg.method, SAMPLERS, "sampling.method")
+    _require(
+        1 <= cfg.num_steps <= config.diffusion.num_timesteps,
+        f"sampling.num_steps={cfg.num_steps} must be between 1 and diffusion.num_timesteps",
+    )
+    _require(cfg.eta >= 0, f"sampling.eta={cfg.eta} must be >= 0")
+    _divisible_by_devices(cfg.batch_size, "sampling.batch_size", num_devices)
+    _require(cfg.grid_size >= 1, f"sampling.grid_size={cfg.grid_size} must be >= 1")
+
+
+def _check_eval(config, num_devices: int) -> None:
+    cfg = config.eval
+    _require(cfg.every_steps >= 0, "eval.every_steps must be >= 0 (0: only at the end)")
+    _require(cfg.num_samples >= 2, f"eval.num_samples={cfg.num_samples} must be >= 2")
+    _one_of(cfg.feature_network, NETWORKS, "eval.feature_network")
+    if cfg.feature_network == "inception":
+        _require(
+            os.path.isfile(cfg.inception_path),
+            f"eval.inception_path={cfg.inception_path!r} is not a file: convert "
+            f"{inception.FILE_NAME} (README: FID on natural images) and point it there",
+        )
+    if cfg.reference_path:
+        _require(
+            os.path.isfile(cfg.reference_path),
+            f"eval.reference_path={cfg.reference_path!r} is not a file: make one with "
+            "`python -m diffmtl.metrics.reference` or set it to '' (computed from the data)",
+        )
+    _require(cfg.num_reference >= 2, f"eval.num_reference={cfg.num_reference} must be >= 2")
+    _divisible_by_devices(cfg.batch_size, "eval.batch_size", num_devices)
+    _require(cfg.precision_recall_k >= 1, "eval.precision_recall_k must be >= 1")
+    _divisible_by_devices(cfg.val_num_images, "eval.val_num_images", num_devices)
+    _require(
+        1 <= cfg.val_num_timesteps <= config.diffusion.num_timesteps,
+        "eval.val_num_timesteps must be between 1 and diffusion.num_timesteps",
+    )
+
+
 def validate(config, num_devices: int) -> None:
     """Raises UserError naming the first invalid field of `config` for `num_devices` devices."""
     _check_diffusion(config.diffusion)
@@ -112,11 +163,8 @@ def validate(config, num_devices: int) -> None:
     _check_model(config)
     _check_mesh(config, num_devices)
     _check_train(config, num_devices)
-    _require(config.num_samples >= 1, f"num_samples={config.num_samples} must be >= 1")
-    _require(
-        1 <= config.sample_steps <= config.diffusion.num_timesteps,
-        f"sample_steps={config.sample_steps} must be between 1 and diffusion.num_timesteps",
-    )
+    _check_sampling(config, num_devices)
+    _check_eval(config, num_devices)
     for field in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
         _require(config[field] >= 1, f"{field}={config[field]} must be >= 1")
     _require(config.sample_every_steps >= 0, "sample_every_steps must be >= 0 (0: only at the end)")

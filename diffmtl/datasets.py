@@ -85,12 +85,12 @@ class FashionMNIST:
 SOURCES = {"fashion_mnist": FashionMNIST}
 
 
-def make_source(config) -> ImageSource:
-    """The source named by `config.data.name`; checks its files before anything is compiled."""
+def make_source(config, split: str | None = None) -> ImageSource:
+    """The source named by `config.data.name` (split: data.split unless given); checks its files."""
     cfg = config.data
     if cfg.name not in SOURCES:
         raise UserError(f"data.name={cfg.name!r} is unknown; use one of {sorted(SOURCES)}")
-    source = SOURCES[cfg.name](cfg.dir, cfg.split)
+    source = SOURCES[cfg.name](cfg.dir, cfg.split if split is None else split)
     if source.image_shape[0] != cfg.image_size:
         raise UserError(
             f"data.image_size={cfg.image_size} but {cfg.name} images are {source.image_shape[0]} "

@@ -100,11 +100,19 @@ class Diffusion(flax.struct.PyTreeNode):
         return self.betas.shape[0]
 
 
+def schedule_alphas_cumprod(config) -> np.ndarray:
+    """abar [T] (float64) of config.diffusion: what the model, the sampler and the DP all see."""
+    cfg = config.diffusion
+    return alphas_cumprod(
+        beta_schedule(cfg.schedule, cfg.num_timesteps, cfg.beta_start, cfg.beta_end)
+    )
+
+
 def make_diffusion(config) -> Diffusion:
     """Builds the tables from `config.diffusion` (a ConfigDict)."""
     cfg = config.diffusion
-    betas = beta_schedule(cfg.schedule, cfg.num_timesteps, cfg.beta_start, cfg.beta_end)
-    abar = alphas_cumprod(betas)
+    abar = schedule_alphas_cumprod(config)
+    betas = 1.0 - abar / np.concatenate([[1.0], abar[:-1]])
     weights = loss_weight(snr(abar), cfg.loss_weighting, cfg.p2_k, cfg.p2_gamma, cfg.min_snr_gamma)
     return Diffusion(
         betas=jnp.asarray(betas, jnp.float32),

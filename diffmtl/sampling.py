@@ -1,18 +1,41 @@
-"""Ancestral DDPM sampling with timestep respacing (a simple sampler for training-time grids).
+"""DDIM and ancestral DDPM samplers with timestep respacing: jitted, sharded, deterministic by seed.
 
-Respacing keeps S of the T timesteps, evenly spaced, and derives the process on them from abar:
-beta'_i = 1 - abar[s_i] / abar[s_{i-1}] (Nichol & Dhariwal 2021). The model sees the original
-timestep indices. The evaluation issue adds DDIM and sharded sampling at scale.
+Respacing keeps S of the T timesteps, evenly spaced (s_0 = 0 < ... < s_{S-1} = T-1), and runs
+the process on them with abar_i = abar[s_i]; the model sees the original timesteps. One reverse
+step from x_{s_i}, with x0 predicted (and clipped to [-1, 1]) and eps recomputed from it:
+
+    x_{s_{i-1}} = sqrt(abar_{i-1}) x0 + sqrt(1 - abar_{i-1} - sigma_i^2) eps + sigma_i z,
+    sigma_i = eta sqrt((1 - abar_{i-1}) / (1 - abar_i)) sqrt(1 - abar_i / abar_{i-1})
+
+(Song et al. 2021). eta = 0 is DDIM; eta = 1 is ancestral DDPM with the posterior variance
+beta~ of the respaced process (Nichol & Dhariwal 2021), which tests/test_sampling.py checks
+against the posterior q(x_{s_{i-1}} | x_{s_i}, x0) in closed form. abar_{-1} = 1, so the last
+step returns x0.
+
+Sample i of a seed draws all its noise from fold_in(PRNGKey(seed), i): a sample does not depend
+on the batch it is drawn in nor on the number of devices. The reverse steps run as a host loop
+over one jitted step (XLA:CPU runs convolutions inside device-side loops ~10x slower); on
+accelerators the per-step dispatch is small next to a UNet forward.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
 
+from diffmtl import images, sharding
 from diffmtl.diffusion import Diffusion
+
+# eps_fn(params, x_t [n, H, W, C], t [n] int32) -> predicted eps [n, H, W, C].
+EpsFn = Callable[[object, jax.Array, jax.Array], jax.Array]
+SAMPLERS = {"ddim": 0.0, "ddpm": 1.0}  # name -> default eta
 
 
 def respaced_timesteps(num_timesteps: int, num_steps: int) -> np.ndarray:
@@ -20,36 +43,91 @@ def respaced_timesteps(num_timesteps: int, num_steps: int) -> np.ndarray:
     return np.unique(np.round(np.linspace(0, num_timesteps - 1, num_steps))).astype(np.int32)
 
 
-def make_ddpm_sampler(
-    model: nn.Module, diffusion: Diffusion, num_steps: int, shape: tuple[int, ...]
-):
-    """Returns sample(params, key) -> x_0 [n, H, W, C] in [-1, 1]; shape is [n, H, W, C].
+class ReverseCoefficients(NamedTuple):
+    """Per respaced step i (all [S]): timestep, abar_i, abar_{i-1} and sigma_i."""
 
-    The reverse steps run as a host loop over one jitted step: XLA:CPU runs convolutions
-    inside a device-side loop about 10x slower (see steps.accumulate_gradients).
+    timesteps: np.ndarray
+    abar: np.ndarray
+    abar_prev: np.ndarray
+    sigma: np.ndarray
+
+
+def reverse_coefficients(alphas_cumprod: np.ndarray, num_steps: int, eta: float):
+    """The respaced process of the module docstring, in float64: ReverseCoefficients."""
+    alphas_cumprod = np.asarray(alphas_cumprod, np.float64)
+    steps = respaced_timesteps(len(alphas_cumprod), num_steps)
+    abar = alphas_cumprod[steps]
+    abar_prev = np.concatenate([[1.0], abar[:-1]])
+    sigma = eta * np.sqrt((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev))
+    return ReverseCoefficients(steps, abar, abar_prev, sigma)
+
+
+def model_eps_fn(model: nn.Module) -> EpsFn:
+    """The EpsFn of a diffusion model (deterministic: dropout off)."""
+    return lambda params, x, t: model.apply({"params": params}, x, t, train=False)
+
+
+def _sample_keys(seed: int, indices: np.ndarray) -> np.ndarray:
+    base = jax.random.PRNGKey(seed)
+    return np.asarray(jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(indices)))
+
+
+def make_sampler(
+    eps_fn: EpsFn,
+    diffusion: Diffusion,
+    num_steps: int,
+    eta: float,
+    image_shape: tuple[int, int, int],
+    mesh: Mesh,
+    clip_denoised: bool = True,
+) -> Callable[[object, int, np.ndarray], jax.Array]:
+    """Returns sample(params, seed, indices [n]) -> x0 [n, H, W, C] in [-1, 1], batch-sharded.
+
+    n must be divisible by the mesh's batch shards; the samples are those numbered `indices`.
     """
-    steps = jnp.asarray(respaced_timesteps(diffusion.num_timesteps, num_steps))
-    abar = diffusion.alphas_cumprod[steps]  # [S]
-    abar_prev = jnp.concatenate([jnp.ones((1,)), abar[:-1]])
-    betas = 1.0 - abar / abar_prev
-    posterior_var = betas * (1.0 - abar_prev) / (1.0 - abar)
-    coef_x0 = jnp.sqrt(abar_prev) * betas / (1.0 - abar)
-    coef_xt = jnp.sqrt(1.0 - betas) * (1.0 - abar_prev) / (1.0 - abar)
+    coef = reverse_coefficients(np.asarray(diffusion.alphas_cumprod), num_steps, eta)
+    steps = jnp.asarray(coef.timesteps)
+    abar, abar_prev, sigma = (jnp.asarray(c, jnp.float32) for c in coef[1:])
+    spec = sharding.batch_sharding(mesh, 0)
+
+    def noise(keys, i):  # [n, H, W, C], sample j's from fold_in(keys[j], i)
+        return jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, i), image_shape))(keys)
 
     @jax.jit
-    def denoise(params, x, i, key):  # One reverse step from x_{s_i} to x_{s_{i-1}}.
-        t = jnp.full((shape[0],), steps[i], jnp.int32)
-        eps = model.apply({"params": params}, x, t, train=False)
-        x0 = jnp.clip((x - jnp.sqrt(1.0 - abar[i]) * eps) / jnp.sqrt(abar[i]), -1.0, 1.0)
-        mean = coef_x0[i] * x0 + coef_xt[i] * x
-        z = jax.random.normal(jax.random.fold_in(key, i), shape)
-        return mean + jnp.where(i > 0, jnp.sqrt(posterior_var[i]), 0.0) * z
+    def initial(keys):
+        return noise(keys, len(coef.timesteps))
 
-    def sample(params, key):
-        init_key, loop_key = jax.random.split(key)
-        x = jax.random.normal(init_key, shape)
-        for i in reversed(range(steps.shape[0])):
-            x = denoise(params, x, i, loop_key)
+    @jax.jit
+    def reverse_step(params, x, keys, i):  # x_{s_i} -> x_{s_{i-1}}
+        t = jnp.full((x.shape[0],), steps[i], jnp.int32)
+        eps = eps_fn(params, x, t)
+        x0 = (x - jnp.sqrt(1.0 - abar[i]) * eps) / jnp.sqrt(abar[i])
+        if clip_denoised:
+            x0 = jnp.clip(x0, -1.0, 1.0)
+        eps = (x - jnp.sqrt(abar[i]) * x0) / jnp.sqrt(1.0 - abar[i])
+        direction = jnp.sqrt(jnp.maximum(1.0 - abar_prev[i] - sigma[i] ** 2, 0.0))
+        return jnp.sqrt(abar_prev[i]) * x0 + direction * eps + sigma[i] * noise(keys, i)
+
+    def sample(params, seed: int, indices: np.ndarray) -> jax.Array:
+        keys = _sample_keys(seed, np.asarray(indices))
+        keys = jax.make_array_from_callback(keys.shape, spec, lambda idx: keys[idx])
+        x = initial(keys)
+        for i in reversed(range(len(coef.timesteps))):
+            x = reverse_step(params, x, keys, i)
         return x
 
     return sample
+
+
+def generate(sample, params, num_samples: int, batch_size: int, seed: int) -> np.ndarray:
+    """Samples 0..num_samples-1 of `seed` in global batches of `batch_size`: uint8 [n, H, W, C].
+
+    The last batch is padded with further sample numbers and cut, so every call compiles one shape.
+    """
+    out = []
+    for start in range(0, num_samples, batch_size):
+        x = sample(params, seed, np.arange(start, start + batch_size))
+        if jax.process_count() > 1:
+            x = multihost_utils.process_allgather(x, tiled=True)
+        out.append(images.to_uint8(jax.device_get(x)))
+    return np.concatenate(out)[:num_samples]

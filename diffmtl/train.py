@@ -28,11 +28,11 @@ from diffmtl import (
     checkpointing,
     config_validation,
     datasets,
+    evaluate,
     images,
     input_pipeline,
     mtl,
     run_info,
-    sampling,
     sharding,
     steps,
 )
@@ -64,17 +64,18 @@ def _mean_metrics(history: list[dict]) -> dict[str, float]:
     return scalars
 
 
-def write_samples(sampler, state: TrainState, config, writer, workdir: str) -> str:
-    """Samples a grid from the EMA params, logs it and writes <workdir>/samples.png."""
-    key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 2**31 - 1)
-    samples = images.to_uint8(jax.device_get(sampler(state.ema_params, key)))
+def write_samples(samples: np.ndarray, step: int, writer, workdir: str) -> str:
+    """Logs a grid of uint8 samples [n, H, W, C] and writes it to <workdir>/samples.png."""
     grid = images.image_grid(samples)
-    step = int(jax.device_get(state.step))
     writer.write_images(step, {"samples": grid[None]})
     path = os.path.join(workdir, "samples.png")
     if jax.process_index() == 0:
         images.save_png(path, grid)
     return path
+
+
+def _every(period: int, step: int) -> bool:
+    return period > 0 and step % period == 0
 
 
 def write_task_gradient_cosine(writer, step: int, cosine: jax.Array) -> None:
@@ -110,7 +111,7 @@ def build_experiment(config, devices: Sequence[jax.Device] | None = None) -> Exp
     config_validation.validate(config, len(devices))
     source = datasets.make_source(config)
     boundaries = from_config.cluster_boundaries(config)
-    log_snr = diffusion_lib.log_snr(from_config.schedule_abar(config))
+    log_snr = diffusion_lib.log_snr(diffusion_lib.schedule_alphas_cumprod(config))
     logging.info(
         "Clusters (%s):\n%s",
         config.clustering.method,
@@ -145,25 +146,31 @@ def initial_state(config, experiment: Experiment) -> TrainState:
     return jax.jit(init, out_shardings=out_sharding)(jax.random.PRNGKey(config.seed))
 
 
+def restore_or_initialise(
+    config, exp: Experiment, manager, workdir: str
+) -> tuple[TrainState, input_pipeline.DataPosition | None]:
+    """The newest checkpoint's state and data position, or a fresh state and None."""
+    state = initial_state(config, exp)
+    restored = checkpointing.restore_latest(manager, state)
+    if restored is None:
+        return state, None
+    state, meta = restored
+    from_config.check_resumed_boundaries(state.boundaries, exp.boundaries, workdir)
+    position = input_pipeline.DataPosition(**meta["data_position"])
+    logging.info("Resumed from step %d at data position %s", int(state.step), position)
+    return state, position
+
+
 def train_and_evaluate(config, workdir: str) -> TrainState:
     """Trains `config` in `workdir`, resuming from its newest checkpoint; returns the last state."""
     exp = build_experiment(config)
-    state = initial_state(config, exp)
     manager = checkpointing.make_manager(workdir, config.keep_checkpoints)
-    position = input_pipeline.DataPosition()
-    restored = checkpointing.restore_latest(manager, state)
-    if restored is not None:
-        state, meta = restored
-        from_config.check_resumed_boundaries(state.boundaries, exp.boundaries, workdir)
-        position = input_pipeline.DataPosition(**meta["data_position"])
-        logging.info("Resumed from step %d at data position %s", int(state.step), position)
+    state, position = restore_or_initialise(config, exp, manager, workdir)
     run_info.write_run_info(workdir, config, exp.boundaries)
+    evaluator = evaluate.Evaluator(config, exp, workdir)
 
     data = input_pipeline.GlobalBatchIterator(
-        exp.source, config.seed, exp.layout, exp.mesh, position
-    )
-    sampler = sampling.make_ddpm_sampler(
-        exp.model, exp.diffusion, config.sample_steps, (config.num_samples, *exp.source.image_shape)
+        exp.source, config.seed, exp.layout, exp.mesh, position or input_pipeline.DataPosition()
     )
     writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
     num_steps = config.train.num_train_steps
@@ -195,15 +202,20 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
                 "boundaries": exp.boundaries.tolist(),
             }
             checkpointing.save(manager, state, meta)
-        if (
-            config.sample_every_steps
-            and done % config.sample_every_steps == 0
-            and done != num_steps
-        ):
-            write_samples(sampler, state, config, writer, workdir)
+        if done < num_steps and _every(config.eval.every_steps, done):
+            scores, _ = evaluator(state.ema_params, config.eval.num_samples)
+            writer.write_scalars(done, scores)
+            logging.info("Step %d: %s", done, evaluator.headline(scores))
+        if done < num_steps and _every(config.sample_every_steps, done):
+            grid = evaluator.samples(state.ema_params, config.sampling.grid_size)
+            write_samples(grid, done, writer, workdir)
     bar.close()
-    path = write_samples(sampler, state, config, writer, workdir)
+    scores, samples = evaluator(state.ema_params, config.eval.num_samples)
+    writer.write_scalars(num_steps, scores)
+    path = write_samples(samples[: config.sampling.grid_size], num_steps, writer, workdir)
+    evaluator.write_final(scores, num_steps)
     manager.wait_until_finished()
     writer.flush()
+    logging.info("%s", evaluator.headline(scores))
     logging.info("Samples in %s; checkpoints in %s", path, manager.directory)
     return state

@@ -36,8 +36,14 @@ def make_tiny_config():
     config.train.learning_rate = 1e-3
     config.log_every_steps = 2
     config.checkpoint_every_steps = 2
-    config.num_samples = 4
-    config.sample_steps = 3
+    config.sampling.num_steps = 3
+    config.sampling.batch_size = 8
+    config.sampling.grid_size = 8
+    config.eval.num_samples = 8
+    config.eval.num_reference = 64
+    config.eval.batch_size = 32
+    config.eval.val_num_images = 8
+    config.eval.val_num_timesteps = 4
     return config
 
 

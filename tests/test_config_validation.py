@@ -34,6 +34,13 @@ def test_default_config_is_valid_on_1_and_3_devices():
         ("model.num_groups", 5, "model.num_groups=5 must divide"),
         ("model.attention_resolutions", (3,), "no level reaches"),
         ("train.microbatch_loop", "while", "train.microbatch_loop='while' is unknown"),
+        ("sampling.method", "euler", "sampling.method='euler' is unknown"),
+        ("sampling.num_steps", 0, "sampling.num_steps=0 must be between 1"),
+        ("sampling.eta", -0.5, "sampling.eta=-0.5 must be >= 0"),
+        ("sampling.batch_size", 0, "sampling.batch_size=0 must be a positive multiple"),
+        ("eval.feature_network", "clip", "eval.feature_network='clip' is unknown"),
+        ("eval.reference_path", "/no/ref.npz", "eval.reference_path='/no/ref.npz' is not a file"),
+        ("eval.val_num_timesteps", 1001, "eval.val_num_timesteps must be between 1"),
     ],
 )
 def test_bad_fields_are_named(field, value, message):
@@ -42,6 +49,21 @@ def test_bad_fields_are_named(field, value, message):
     config[section][name] = value
     with pytest.raises(UserError, match=message):
         config_validation.validate(config, 1)
+
+
+def test_inception_needs_its_weights_file():
+    config = fashion_mnist.get_config()
+    config.eval.feature_network = "inception"
+    config.eval.inception_path = "/no/pt_inception.npz"
+    with pytest.raises(UserError, match="inception_path='/no/pt_inception.npz' is not a file"):
+        config_validation.validate(config, 1)
+
+
+def test_eval_batches_account_for_devices():
+    config = fashion_mnist.get_config()
+    config.eval.batch_size = 250
+    with pytest.raises(UserError, match="eval.batch_size=250 must be a positive multiple of the 3"):
+        config_validation.validate(config, 3)
 
 
 def test_batch_size_accounts_for_devices():

@@ -1,5 +1,6 @@
 """train_and_evaluate end to end: artifacts in the workdir, and stop + restart == one run."""
 
+import json
 import os
 
 import jax
@@ -9,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import make_tiny_config
-from diffmtl import train
+from diffmtl import diffusion, modes, train
 from diffmtl.clustering import from_config, interval_clustering
 from diffmtl.errors import UserError
 
@@ -32,8 +33,21 @@ def test_restart_resumes_at_the_right_step_with_the_next_batch(tmp_path):
         np.testing.assert_array_equal(a, b)  # Same program on CPU: bitwise equal.
 
     workdir = tmp_path / "b"
-    for name in ("samples.png", "config.json", "run_info.json"):
+    for name in ("samples.png", "config.json", "run_info.json", "validation_loss.png"):
         assert (workdir / name).is_file()
+    with open(workdir / "metrics.json") as f:
+        record = json.load(f)
+    assert record["step"] == 4 and record["feature_network"] == "fmnist_classifier"
+    k = make_tiny_config().clustering.k
+    expected = {
+        "eval/fid",
+        "eval/precision",
+        "eval/recall",
+        "val/loss",
+        f"val/loss/cluster_{k - 1}",
+    }
+    assert expected <= set(record["metrics"])
+    assert record["headline"].startswith("FID_FMNIST")
     events = [f for f in os.listdir(workdir) if f.startswith("events.out.tfevents")]
     tags = {
         value.tag
@@ -42,6 +56,7 @@ def test_restart_resumes_at_the_right_step_with_the_next_batch(tmp_path):
         for value in event.summary.value
     }
     assert {"train/loss", "train/task_losses/cluster_4", "task_gradient_cosine/0_1"} <= tags
+    assert {"eval/fid", "val/loss/cluster_0"} <= tags
     manager = ocp.CheckpointManager(str(workdir / "checkpoints"), item_names=("state", "meta"))
     assert manager.all_steps() == [2, 4]
     meta = manager.restore(4, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
@@ -53,12 +68,28 @@ def test_restart_resumes_at_the_right_step_with_the_next_batch(tmp_path):
         run(workdir, 6, clustering_method="log_snr")
     assert manager.all_steps() == [2, 4]  # The refused resume wrote nothing.
 
+    config = make_tiny_config()
+    modes.sample(config, str(workdir))
+    n = config.eval.num_samples
+    with np.load(workdir / "samples" / f"samples_{n}x28x28x1.npz") as data:
+        assert data["arr_0"].shape == (n, 28, 28, 1) and data["arr_0"].dtype == np.uint8
+    os.remove(workdir / "metrics.json")
+    assert "step 4: FID_FMNIST" in modes.evaluate_checkpoint(config, str(workdir))
+    with open(workdir / "metrics.json") as f:
+        assert json.load(f)["metrics"] == pytest.approx(record["metrics"], rel=1e-4)
+
+
+def test_sample_and_evaluate_modes_need_a_checkpoint(tmp_path):
+    for mode in (modes.sample, modes.evaluate_checkpoint):
+        with pytest.raises(UserError, match="no checkpoint in"):
+            mode(make_tiny_config(), str(tmp_path))
+
 
 def test_dp_clusters_reach_the_train_state(tmp_path):
     config = make_tiny_config()
     config.clustering.method = "log_snr"
     exp = train.build_experiment(config)
     state = train.initial_state(config, exp)
-    abar = from_config.schedule_abar(config)
+    abar = diffusion.schedule_alphas_cumprod(config)
     expected = interval_clustering(from_config.interval_cost("log_snr", abar), 5)
     np.testing.assert_array_equal(np.asarray(state.boundaries), expected)

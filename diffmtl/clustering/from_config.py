@@ -51,13 +51,6 @@ def interval_cost(name: str, abar: np.ndarray, tas_path: str = "") -> np.ndarray
     raise UserError(f"clustering cost {name!r} is unknown; use one of {list(costs.COSTS)}")
 
 
-def schedule_abar(config) -> np.ndarray:
-    """abar [T] (float64) of config.diffusion."""
-    cfg = config.diffusion
-    betas = diffusion.beta_schedule(cfg.schedule, cfg.num_timesteps, cfg.beta_start, cfg.beta_end)
-    return diffusion.alphas_cumprod(betas)
-
-
 def cluster_boundaries(config) -> np.ndarray:
     """[k, 2] int32 inclusive intervals from config.clustering (method, k, tas_path)."""
     cfg = config.clustering
@@ -65,7 +58,7 @@ def cluster_boundaries(config) -> np.ndarray:
     if cfg.method == "uniform":
         boundaries = tasks.uniform_boundaries(num_timesteps, cfg.k)
     else:
-        cost = interval_cost(cfg.method, schedule_abar(config), cfg.tas_path)
+        cost = interval_cost(cfg.method, diffusion.schedule_alphas_cumprod(config), cfg.tas_path)
         boundaries = np.asarray(dp.interval_clustering(cost, cfg.k), np.int32)
     tasks.check_boundaries(boundaries, num_timesteps)
     return boundaries

@@ -1,0 +1,1 @@
+"""Sample-quality metrics (FID, Inception Score, precision/recall) and their feature networks."""

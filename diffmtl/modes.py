@@ -1,0 +1,49 @@
+"""What `main.py --mode=...` runs: train, or sample / evaluate a workdir's newest checkpoint."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+
+from diffmtl import checkpointing, evaluate, train
+from diffmtl.errors import UserError
+
+
+def _restore_ema_params(config, workdir: str):
+    """(experiment, EMA params, step) of the newest checkpoint in `workdir`; UserError if none."""
+    exp = train.build_experiment(config)
+    manager = checkpointing.make_manager(workdir, config.keep_checkpoints)
+    if manager.latest_step() is None:
+        raise UserError(f"no checkpoint in {workdir}: train there first (--mode=train)")
+    state, _ = train.restore_or_initialise(config, exp, manager, workdir)
+    return exp, state.ema_params, int(jax.device_get(state.step))
+
+
+def sample(config, workdir: str) -> str:
+    """Writes eval.num_samples samples of the newest checkpoint to <workdir>/samples/."""
+    exp, params, step = _restore_ema_params(config, workdir)
+    sampler = evaluate.make_sampler(config, exp)
+    samples = evaluate.generate(sampler, params, config.eval.num_samples, config.sampling)
+    path = evaluate.write_sample_files(
+        os.path.join(workdir, "samples"), samples, config.sampling.grid_size
+    )
+    return f"{len(samples)} samples of step {step} in {path}"
+
+
+def evaluate_checkpoint(config, workdir: str) -> str:
+    """Evaluates the newest checkpoint: metrics.json and validation_loss.png in `workdir`."""
+    exp, params, step = _restore_ema_params(config, workdir)
+    evaluator = evaluate.Evaluator(config, exp, workdir)
+    metrics, _ = evaluator(params, config.eval.num_samples)
+    path = evaluator.write_final(metrics, step)
+    return f"step {step}: {evaluator.headline(metrics)} ({path})"
+
+
+def train_mode(config, workdir: str) -> str:
+    train.train_and_evaluate(config, workdir)
+    where = f"samples.png, metrics.json, checkpoints/ and TensorBoard events are in {workdir}"
+    return f"{evaluate.read_headline(workdir)}\n{where}"
+
+
+MODES = {"train": train_mode, "sample": sample, "evaluate": evaluate_checkpoint}

@@ -60,10 +60,9 @@ def tiny_sampler_parts():
     x, t = jnp.zeros((1, 28, 28, 1)), jnp.zeros((1,), jnp.int32)
     params = jax.jit(lambda key: model.init(key, x, t, train=False))(jax.random.PRNGKey(0))
     # The output convolution starts at zero; perturb every weight so that eps depends on x.
-    leaves, tree = jax.tree.flatten(params["params"])
-    keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
-    noisy = [p + 0.05 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys, strict=True)]
-    return model, jax.tree.unflatten(tree, noisy), make_diffusion(config)
+    rng = np.random.default_rng(1)
+    noisy = jax.tree.map(lambda p: p + 0.05 * rng.normal(size=p.shape), params["params"])
+    return model, jax.tree.map(jnp.float32, noisy), make_diffusion(config)
 
 
 def _generate(parts, devices, n, batch_size, seed, eta=0.0):

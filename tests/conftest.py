@@ -43,7 +43,7 @@ def make_tiny_config():
     config.eval.num_reference = 64
     config.eval.batch_size = 32
     config.eval.val_num_images = 8
-    config.eval.val_num_timesteps = 4
+    config.eval.val_num_timesteps = 10  # at least one grid point in each of the 5 clusters
     return config
 
 

@@ -58,6 +58,8 @@ def test_inception_score_limits():
     confident = 50.0 * np.eye(c)[np.arange(n) % c]  # every class equally often, sure of each
     mean, std = inception_score(confident, num_splits=10)
     assert mean == pytest.approx(c, rel=1e-6) and std == pytest.approx(0.0, abs=1e-6)
+    # Fewer samples than splits: one sample per split, whose score is exactly 1 (not NaN).
+    assert inception_score(confident[:3], num_splits=10) == pytest.approx((1.0, 0.0))
     one_class = 50.0 * np.eye(c)[np.zeros(n, int)]
     assert inception_score(one_class)[0] == pytest.approx(1.0, abs=1e-6)
 

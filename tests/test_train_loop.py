@@ -77,6 +77,7 @@ def test_restart_resumes_at_the_right_step_with_the_next_batch(tmp_path):
     assert "step 4: FID_FMNIST" in modes.evaluate_checkpoint(config, str(workdir))
     with open(workdir / "metrics.json") as f:
         assert json.load(f)["metrics"] == pytest.approx(record["metrics"], rel=1e-4)
+    assert all(np.isfinite(list(record["metrics"].values())))
 
 
 def test_sample_and_evaluate_modes_need_a_checkpoint(tmp_path):

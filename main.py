@@ -4,6 +4,7 @@
   python main.py --config=configs/fashion_mnist.py --workdir=/tmp/fmnist --config.clustering.k=1
   python main.py --mode=sample --config=configs/fashion_mnist.py --workdir=/tmp/fmnist
   python main.py --mode=evaluate --config=configs/fashion_mnist.py --workdir=/tmp/fmnist
+  python main.py --config=configs/fashion_mnist.py --dry_run --device_memory_gb=16
 
 Mistakes in the config or data end in one line on stderr and exit status 2.
 """
@@ -23,8 +24,14 @@ flags.DEFINE_enum(
     ["train", "sample", "evaluate"],
     "train (resuming from the workdir's newest checkpoint), or sample / evaluate that checkpoint.",
 )
+flags.DEFINE_bool(
+    "dry_run", False, "Compile the training step without data and report memory and FLOPs."
+)
+flags.DEFINE_float(
+    "device_memory_gb", 0.0, "With --dry_run: fail if a device needs more (0: no check)."
+)
 config_flags.DEFINE_config_file("config", None, "Training configuration file.", lock_config=True)
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["config"])
 
 
 class _QuietCheckpointing(py_logging.Filter):
@@ -38,9 +45,14 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     logging.get_absl_handler().addFilter(_QuietCheckpointing())
-    from diffmtl.modes import MODES  # Imported late: the flags are parsed before JAX starts.
+    from diffmtl import modes  # Imported late: the flags are parsed before JAX starts.
 
-    print(exit_on_user_error(MODES[FLAGS.mode], FLAGS.config, FLAGS.workdir))
+    if FLAGS.dry_run:
+        print(exit_on_user_error(modes.dry_run, FLAGS.config, FLAGS.device_memory_gb))
+        return
+    if not FLAGS.workdir:
+        raise app.UsageError("--workdir is required (except with --dry_run)")
+    print(exit_on_user_error(modes.MODES[FLAGS.mode], FLAGS.config, FLAGS.workdir))
 
 
 if __name__ == "__main__":

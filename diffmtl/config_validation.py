@@ -60,6 +60,7 @@ def _check_clustering(config) -> None:
 def _check_model(config) -> None:
     cfg, size = config.model, config.data.image_size
     _one_of(cfg.name, ("unet",), "model.name")
+    _require(config.data.channels >= 1, f"data.channels={config.data.channels} must be >= 1")
     factor = 2 ** (len(cfg.channel_mult) - 1)
     _require(
         size % factor == 0,

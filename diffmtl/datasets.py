@@ -96,4 +96,9 @@ def make_source(config, split: str | None = None) -> ImageSource:
             f"data.image_size={cfg.image_size} but {cfg.name} images are {source.image_shape[0]} "
             f"pixels; set --config.data.image_size={source.image_shape[0]}"
         )
+    if source.image_shape[-1] != cfg.channels:
+        raise UserError(
+            f"data.channels={cfg.channels} but {cfg.name} images have {source.image_shape[-1]}; "
+            f"set --config.data.channels={source.image_shape[-1]}"
+        )
     return source

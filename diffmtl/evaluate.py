@@ -31,7 +31,7 @@ def make_sampler(config, exp):
         exp.diffusion,
         cfg.num_steps,
         eta,
-        exp.source.image_shape,
+        exp.image_shape,
         exp.mesh,
         cfg.clip_denoised,
     )

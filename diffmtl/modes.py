@@ -7,6 +7,7 @@ import os
 import jax
 
 from diffmtl import checkpointing, evaluate, train
+from diffmtl import dry_run as dry_run_lib
 from diffmtl.errors import UserError
 
 
@@ -44,6 +45,15 @@ def train_mode(config, workdir: str) -> str:
     train.train_and_evaluate(config, workdir)
     where = f"samples.png, metrics.json, checkpoints/ and TensorBoard events are in {workdir}"
     return f"{evaluate.read_headline(workdir)}\n{where}"
+
+
+def dry_run(config, device_memory_gb: float) -> str:
+    """Compiles the config's step without data; the report, or UserError if it cannot fit."""
+    report = dry_run_lib.dry_run(config)
+    text = "\n".join(report.lines())
+    print(text)
+    dry_run_lib.check_fits(report, device_memory_gb)
+    return f"fits in {device_memory_gb:g} GiB per device" if device_memory_gb else "done"
 
 
 MODES = {"train": train_mode, "sample": sample, "evaluate": evaluate_checkpoint}

@@ -90,7 +90,8 @@ def write_task_gradient_cosine(writer, step: int, cosine: jax.Array) -> None:
 class Experiment(NamedTuple):
     """Everything built from a config before training starts."""
 
-    source: datasets.ImageSource
+    source: datasets.ImageSource | None  # None when built without data (dry runs).
+    image_shape: tuple[int, int, int]  # (H, W, C)
     mesh: Mesh
     layout: tuple[int, int, int]  # (M, k, N)
     model: nn.Module
@@ -102,14 +103,18 @@ class Experiment(NamedTuple):
     task_gradient_cosine: Callable  # jitted (state, images) -> [k, k] cosines.
 
 
-def build_experiment(config, devices: Sequence[jax.Device] | None = None) -> Experiment:
+def build_experiment(
+    config, devices: Sequence[jax.Device] | None = None, with_data: bool = True
+) -> Experiment:
     """Validates `config` and finds the data (cheap, before any compile), then builds the rest.
 
-    `devices` (default: all) are the mesh's devices.
+    `devices` (default: all) are the mesh's devices. Without data (dry runs) the image shape
+    comes from data.image_size and data.channels alone.
     """
     devices = list(jax.devices() if devices is None else devices)
     config_validation.validate(config, len(devices))
-    source = datasets.make_source(config)
+    source = datasets.make_source(config) if with_data else None
+    image_shape = (config.data.image_size, config.data.image_size, config.data.channels)
     boundaries = from_config.cluster_boundaries(config)
     log_snr = diffusion_lib.log_snr(diffusion_lib.schedule_alphas_cumprod(config))
     logging.info(
@@ -118,7 +123,7 @@ def build_experiment(config, devices: Sequence[jax.Device] | None = None) -> Exp
         from_config.boundaries_table(boundaries, log_snr),
     )
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, devices)
-    model = make_model(config, source.image_shape[-1])
+    model = make_model(config, image_shape[-1])
     diffusion = make_diffusion(config)
     tx = make_optimizer(config, config.clustering.k)
     method = mtl.method(config.mtl.method)
@@ -129,21 +134,36 @@ def build_experiment(config, devices: Sequence[jax.Device] | None = None) -> Exp
     cosine = steps.make_task_gradient_cosine(config, model, diffusion, mesh)
     layout = batch_layout(config)
     return Experiment(
-        source, mesh, layout, model, diffusion, tx, method, boundaries, train_step, cosine
+        source,
+        image_shape,
+        mesh,
+        layout,
+        model,
+        diffusion,
+        tx,
+        method,
+        boundaries,
+        train_step,
+        cosine,
+    )
+
+
+def state_initializer(experiment: Experiment) -> Callable[[jax.Array], TrainState]:
+    """key -> a fresh TrainState of the experiment's model, optimizer and clusters."""
+    return functools.partial(
+        create_train_state,
+        experiment.model,
+        experiment.tx,
+        image_shape=experiment.image_shape,
+        boundaries=experiment.boundaries,
     )
 
 
 def initial_state(config, experiment: Experiment) -> TrainState:
     """A fresh TrainState from config.seed with the clusters of config.clustering, replicated."""
-    init = functools.partial(
-        create_train_state,
-        experiment.model,
-        experiment.tx,
-        image_shape=experiment.source.image_shape,
-        boundaries=experiment.boundaries,
-    )
     out_sharding = sharding.replicated(experiment.mesh)
-    return jax.jit(init, out_shardings=out_sharding)(jax.random.PRNGKey(config.seed))
+    init = jax.jit(state_initializer(experiment), out_shardings=out_sharding)
+    return init(jax.random.PRNGKey(config.seed))
 
 
 def restore_or_initialise(

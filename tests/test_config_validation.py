@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from configs import fashion_mnist
-from diffmtl import config_validation
+from diffmtl import config_validation, datasets
 from diffmtl.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -93,3 +93,10 @@ def test_main_reports_one_line_and_exit_status_2(override, message, tmp_path):
     assert len(errors) == 1 and message in errors[0]
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()  # Nothing built or written.
+
+
+def test_channels_must_match_the_data():
+    config = fashion_mnist.get_config()
+    config.data.channels = 3
+    with pytest.raises(UserError, match="data.channels=3 but fashion_mnist images have 1"):
+        datasets.make_source(config)

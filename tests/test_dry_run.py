@@ -1,0 +1,86 @@
+"""Dry run: ahead-of-time compilation without data; figures, memory check, every shipped config."""
+
+import glob
+import importlib.util
+import math
+import os
+import re
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from conftest import make_tiny_config
+from diffmtl import dry_run, train
+from diffmtl.errors import UserError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
+
+
+def _report(cost_gib: float) -> dry_run.DryRunReport:
+    cost = dry_run.StepCost(int(cost_gib * dry_run.GIB), 0, 1.0)
+    return dry_run.DryRunReport("cpu", 1, 10, 4, cost, None, 0)
+
+
+def test_check_fits_names_the_flag_and_the_fixes():
+    dry_run.check_fits(_report(1.5), 2.0)
+    dry_run.check_fits(_report(1e6), 0.0)  # 0: no check
+    with pytest.raises(UserError, match=r"needs 2.50 GiB per device, more than --device_memory"):
+        dry_run.check_fits(_report(2.5), 2.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["equal", "pcgrad"])
+def test_tiny_config_report_matches_the_real_state(method, devices):
+    config = make_tiny_config()
+    config.mtl.method = method
+    report = dry_run.dry_run(config, devices)
+    state = train.initial_state(config, train.build_experiment(config, devices))
+    num_params = sum(math.prod(p.shape) for p in jax.tree.leaves(state.params))
+    assert report.num_params == num_params and report.num_devices == 4
+    assert report.per_device_batch == config.train.batch_size // 4
+    step = report.task_grads_step if method == "pcgrad" else report.weighted_step
+    assert step.flops > 0 and step.memory_bytes >= step.temp_bytes > 0
+    if method == "pcgrad":  # PCGrad runs only the per-cluster-gradient step
+        assert report.weighted_step is None
+        assert report.task_grads_bytes == config.clustering.k * num_params * 4
+    else:
+        assert report.task_grads_step is None and report.task_grads_bytes == 0
+    assert "compiled for CPU: an estimate only" in report.lines()[0]
+
+
+def _load(path):
+    spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+def test_every_shipped_config_compiles_at_its_real_model_size(path, devices):
+    config = _load(path)
+    m, k = config.train.num_microbatches, config.clustering.k
+    config.train.batch_size = m * k * len(devices)  # the smallest valid batch: a short compile
+    report = dry_run.dry_run(config, devices)
+    assert report.num_params > 0 and report.peak_bytes > 0
+
+
+@pytest.mark.slow
+def test_main_dry_run_fails_in_one_line_when_the_step_cannot_fit():
+    env = dict(os.environ, XLA_FLAGS="", TF_CPP_MIN_LOG_LEVEL="3")
+    cmd = [
+        sys.executable,
+        "main.py",
+        "--config=configs/fashion_mnist.py",
+        "--dry_run",
+        "--device_memory_gb=0.01",
+    ]
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert re.search(r"^parameters: [0-9,]+$", result.stdout, re.M)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "more than --device_memory_gb=0.01" in errors[0]
+    assert "Traceback" not in result.stderr

@@ -19,6 +19,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.split = "train"  # 'train' (60000 images) or 'test' (10000).
     config.data.image_size = 28  # Pixels on a side; must match the source.
     config.data.channels = 1  # Image channels; must match the source.
+    config.data.random_flip = False  # Mirror half the training images (seeded, resumable).
 
     config.diffusion = ml_collections.ConfigDict()
     config.diffusion.num_timesteps = 1000  # T: tasks t = 0..T-1.

@@ -2,7 +2,8 @@
 
 The input pipeline only needs `num_examples`, `image_shape` and `images(indices)`, so that each
 process can load just the examples its devices hold. Fashion-MNIST is read from its IDX .gz
-files (the Debian package `dataset-fashion-mnist` puts them in /usr/share/datasets/fashion-mnist).
+files (the Debian package `dataset-fashion-mnist` puts them in /usr/share/datasets/fashion-mnist);
+image folders (FFHQ, CelebA-HQ trees) by image_folder.py.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Protocol
 import numpy as np
 
 from diffmtl.errors import UserError
+from diffmtl.image_folder import ImageFolder
 
 _IDX_DTYPES = {0x08: np.uint8}
 FASHION_MNIST_FILES = {
@@ -82,7 +84,11 @@ class FashionMNIST:
         return self._images[indices]
 
 
-SOURCES = {"fashion_mnist": FashionMNIST}
+# name -> (data config, split) -> source.
+SOURCES = {
+    "fashion_mnist": lambda cfg, split: FashionMNIST(cfg.dir, split),
+    "image_folder": lambda cfg, split: ImageFolder(cfg.dir, cfg.image_size, split),
+}
 
 
 def make_source(config, split: str | None = None) -> ImageSource:
@@ -90,7 +96,7 @@ def make_source(config, split: str | None = None) -> ImageSource:
     cfg = config.data
     if cfg.name not in SOURCES:
         raise UserError(f"data.name={cfg.name!r} is unknown; use one of {sorted(SOURCES)}")
-    source = SOURCES[cfg.name](cfg.dir, cfg.split if split is None else split)
+    source = SOURCES[cfg.name](cfg, cfg.split if split is None else split)
     if source.image_shape[0] != cfg.image_size:
         raise UserError(
             f"data.image_size={cfg.image_size} but {cfg.name} images are {source.image_shape[0]} "

@@ -190,7 +190,12 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     evaluator = evaluate.Evaluator(config, exp, workdir)
 
     data = input_pipeline.GlobalBatchIterator(
-        exp.source, config.seed, exp.layout, exp.mesh, position or input_pipeline.DataPosition()
+        exp.source,
+        config.seed,
+        exp.layout,
+        exp.mesh,
+        position or input_pipeline.DataPosition(),
+        config.data.random_flip,
     )
     writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
     num_steps = config.train.num_train_steps

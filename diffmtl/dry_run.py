@@ -87,10 +87,10 @@ def _compiled_cost(step, state, batch) -> StepCost:
 def dry_run(config, devices=None) -> DryRunReport:
     """Compiles the config's steps on abstract inputs and measures them; no data is read."""
     exp = train.build_experiment(config, devices, with_data=False)
-    replicated = sharding.replicated(exp.mesh)
-    state = jax.eval_shape(train.state_initializer(exp), jax.random.PRNGKey(0))
     state = jax.tree.map(
-        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), state
+        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+        jax.eval_shape(exp.state_initializer, jax.random.PRNGKey(0)),
+        exp.state_sharding,
     )
     m, k, n = exp.layout
     batch = jax.ShapeDtypeStruct(

@@ -1,11 +1,13 @@
 """Device mesh and shardings for the jit-sharded trainer.
 
-The mesh has two axes, ('data', 'fsdp'). The batch is split over both (BATCH_AXES). Parameters
-and optimizer state are replicated for now; the `fsdp` axis is where the full-scale work shards
-them. We build `jax.sharding.Mesh` directly, whose axes are of type Auto: the compiler propagates
-shardings from the inputs, and the per-example loss is written per device with `jax.shard_map`
-(steps.py). `jax.make_mesh` would default to Explicit axes in jax 0.10, under which a plain
-data-parallel gradient raises a sharding type error.
+The mesh has two axes, ('data', 'fsdp'). The batch is split over both (BATCH_AXES). Parameters,
+their EMA and the optimizer state are sharded over `fsdp` (state_shardings: each array along
+its largest axis that the fsdp size divides; replicated when none does or fsdp = 1), so a
+model that does not fit one device spreads over fsdp devices; the step gathers the weights
+where it computes with them. We build `jax.sharding.Mesh` directly, whose axes are of type
+Auto: the compiler propagates shardings from the inputs, and the per-example loss is written
+per device with `jax.shard_map` (steps.py). `jax.make_mesh` would default to Explicit axes in
+jax 0.10, under which a plain data-parallel gradient raises a sharding type error.
 """
 
 from __future__ import annotations
@@ -36,6 +38,23 @@ def num_batch_shards(mesh: Mesh) -> int:
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
+
+
+def fsdp_spec(shape: tuple[int, ...], fsdp: int) -> PartitionSpec:
+    """Splits the largest axis of `shape` that `fsdp` divides over 'fsdp' (ties: the last)."""
+    if fsdp == 1:
+        return PartitionSpec()
+    axes = [i for i, d in enumerate(shape) if d % fsdp == 0 and d >= fsdp]
+    if not axes:
+        return PartitionSpec()
+    axis = max(axes, key=lambda i: (shape[i], i))
+    return PartitionSpec(*([None] * axis), "fsdp")
+
+
+def state_shardings(abstract_state, mesh: Mesh):
+    """NamedShardings for a TrainState-like tree of arrays / ShapeDtypeStructs (see module doc)."""
+    fsdp = mesh.shape["fsdp"]
+    return jax.tree.map(lambda x: NamedSharding(mesh, fsdp_spec(x.shape, fsdp)), abstract_state)
 
 
 def batch_spec(batch_axis: int) -> PartitionSpec:

@@ -171,8 +171,11 @@ def make_train_step(
     mesh: Mesh,
     with_task_grads: bool,
     task_gradients: Callable = cluster_gradients,
+    state_sharding=None,
 ):
     """Returns jitted step(state, images [M, k, N, H, W, C]) -> (state, metrics); state donated.
+
+    state_sharding: the TrainState's shardings (sharding.state_shardings; default replicated).
 
     task_gradients(loss_fn, params, batch, loop, grad_dtype) -> ([k, ...] grads, task_losses
     [k]) computes the per-cluster gradients (benchmarks swap in a naive reference).
@@ -215,4 +218,6 @@ def make_train_step(
         metrics.update(method.metrics(mtl_state(opt_state)))
         return new_state, metrics
 
-    return jax.jit(step, donate_argnums=0, out_shardings=sharding.replicated(mesh))
+    replicated = sharding.replicated(mesh)
+    out_shardings = (replicated if state_sharding is None else state_sharding, replicated)
+    return jax.jit(step, donate_argnums=0, out_shardings=out_shardings)

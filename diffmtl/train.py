@@ -92,6 +92,8 @@ class Experiment(NamedTuple):
 
     source: datasets.ImageSource | None  # None when built without data (dry runs).
     image_shape: tuple[int, int, int]  # (H, W, C)
+    state_initializer: Callable[[jax.Array], TrainState]  # key -> fresh TrainState
+    state_sharding: TrainState  # NamedSharding per leaf (sharding.state_shardings)
     mesh: Mesh
     layout: tuple[int, int, int]  # (M, k, N)
     model: nn.Module
@@ -127,8 +129,14 @@ def build_experiment(
     diffusion = make_diffusion(config)
     tx = make_optimizer(config, config.clustering.k)
     method = mtl.method(config.mtl.method)
+    init = functools.partial(
+        create_train_state, model, tx, image_shape=image_shape, boundaries=boundaries
+    )
+    state_sharding = sharding.state_shardings(jax.eval_shape(init, jax.random.PRNGKey(0)), mesh)
     train_step = {
-        flag: steps.make_train_step(config, model, diffusion, tx, method, mesh, flag)
+        flag: steps.make_train_step(
+            config, model, diffusion, tx, method, mesh, flag, state_sharding=state_sharding
+        )
         for flag in (False, True)
     }
     cosine = steps.make_task_gradient_cosine(config, model, diffusion, mesh)
@@ -136,6 +144,8 @@ def build_experiment(
     return Experiment(
         source,
         image_shape,
+        init,
+        state_sharding,
         mesh,
         layout,
         model,
@@ -148,21 +158,9 @@ def build_experiment(
     )
 
 
-def state_initializer(experiment: Experiment) -> Callable[[jax.Array], TrainState]:
-    """key -> a fresh TrainState of the experiment's model, optimizer and clusters."""
-    return functools.partial(
-        create_train_state,
-        experiment.model,
-        experiment.tx,
-        image_shape=experiment.image_shape,
-        boundaries=experiment.boundaries,
-    )
-
-
 def initial_state(config, experiment: Experiment) -> TrainState:
-    """A fresh TrainState from config.seed with the clusters of config.clustering, replicated."""
-    out_sharding = sharding.replicated(experiment.mesh)
-    init = jax.jit(state_initializer(experiment), out_shardings=out_sharding)
+    """A fresh TrainState from config.seed with the clusters of config.clustering, sharded."""
+    init = jax.jit(experiment.state_initializer, out_shardings=experiment.state_sharding)
     return init(jax.random.PRNGKey(config.seed))
 
 

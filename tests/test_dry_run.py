@@ -84,3 +84,14 @@ def test_main_dry_run_fails_in_one_line_when_the_step_cannot_fit():
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "more than --device_memory_gb=0.01" in errors[0]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_fsdp_divides_the_per_device_state(devices):
+    config = make_tiny_config()
+    config.mesh.data, config.mesh.fsdp = 1, 4
+    sharded = dry_run.dry_run(config, devices).weighted_step
+    config.mesh.data, config.mesh.fsdp = 4, 1
+    replicated = dry_run.dry_run(config, devices).weighted_step
+    resident = [c.memory_bytes - c.temp_bytes for c in (sharded, replicated)]
+    assert resident[0] < 0.5 * resident[1]  # params, EMA and Adam moments: about a quarter

@@ -177,3 +177,17 @@ def test_bfloat16_task_gradients_track_float32(devices):
     high = run_steps(config_for(method="pcgrad"), devices[:1])
     for a, b in zip(jax.tree.leaves(low[0].params), jax.tree.leaves(high[0].params), strict=True):
         np.testing.assert_allclose(a, b, atol=2e-3)  # Two AdamW steps of lr 1e-3.
+
+
+@pytest.mark.slow
+def test_fsdp_shards_the_state_and_trains_like_data_parallel(devices, reference):
+    """mesh 2 (data) x 2 (fsdp): parameters, EMA and Adam moments sharded over fsdp."""
+    config = config_for()
+    config.mesh.data, config.mesh.fsdp = 2, 2
+    exp = train.build_experiment(config, devices)
+    specs = [s.spec for s in jax.tree.leaves(exp.state_sharding.params)]
+    assert sum("fsdp" in spec for spec in specs) > len(specs) // 2
+    state = train.initial_state(config, exp)
+    kernel = max(jax.tree.leaves(state.params), key=lambda p: p.size)
+    assert kernel.addressable_shards[0].data.size == kernel.size // 2
+    assert_same_training(run_steps(config, devices), reference)

@@ -58,11 +58,14 @@ def reference_path(config, workdir: str) -> str:
     return os.path.join(workdir, name)
 
 
-def load_or_make_reference(config, extract, workdir: str) -> dict[str, np.ndarray]:
-    """The reference statistics; made from the data (and saved) when no file is configured."""
+def load_or_make_reference(config, extract, workdir: str, source=None) -> dict[str, np.ndarray]:
+    """The reference statistics; made from the data (and saved) when no file is configured.
+
+    source: the eval.reference_split source if the caller has it (else opened here when needed).
+    """
     path = reference_path(config, workdir)
     if not config.eval.reference_path and not os.path.exists(path):
-        source = datasets.make_source(config, config.eval.reference_split)
+        source = source or datasets.make_source(config, config.eval.reference_split)
         feats = sample_quality.reference_features(source, extract, config.eval.num_reference)
         if jax.process_index() == 0:
             os.makedirs(workdir, exist_ok=True)
@@ -80,9 +83,9 @@ class Evaluator:
         self.config, self.workdir, self.boundaries = config, workdir, exp.boundaries
         self.net = features_lib.make_feature_network(cfg)
         self.extract = features_lib.make_extractor(self.net, exp.mesh, cfg.batch_size)
-        self.reference = load_or_make_reference(config, self.extract, workdir)
-        self.sample = make_sampler(config, exp)
         held_out = datasets.make_source(config, cfg.reference_split)
+        self.reference = load_or_make_reference(config, self.extract, workdir, held_out)
+        self.sample = make_sampler(config, exp)
         index = sample_quality.reference_indices(held_out.num_examples, cfg.val_num_images, 1)
         self.val_grid, self.val_losses = validation.make_validation_loss(
             exp.model,

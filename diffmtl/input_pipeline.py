@@ -66,11 +66,13 @@ class GlobalBatchIterator:
         self._permutation = None
         self.position = position
 
-    def _order(self, epoch: int) -> np.ndarray:
+    def _epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """(permutation [n], flip mask [n] or None) of `epoch`, drawn once per epoch."""
         if self._permutation is None or self._permutation[0] != epoch:
             n = self._source.num_examples
-            self._permutation = (epoch, epoch_permutation(self._seed, epoch, n))
-        return self._permutation[1]
+            flips = flip_mask(self._seed, epoch, n) if self._random_flip else None
+            self._permutation = (epoch, epoch_permutation(self._seed, epoch, n), flips)
+        return self._permutation[1:]
 
     def next_indices(self) -> np.ndarray:
         """The next B example indices of the stream, [B], advancing the position."""
@@ -78,10 +80,10 @@ class GlobalBatchIterator:
         epoch, index = self.position.epoch, self.position.index
         parts, flips = [], []
         while batch_size > 0:
-            take = self._order(epoch)[index : index + batch_size]
+            order, mask = self._epoch(epoch)
+            take = order[index : index + batch_size]
             parts.append(take)
-            if self._random_flip:
-                mask = flip_mask(self._seed, epoch, self._source.num_examples)
+            if mask is not None:
                 flips.append(mask[index : index + take.size])
             batch_size -= take.size
             index += take.size

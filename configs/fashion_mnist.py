@@ -30,6 +30,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.diffusion.p2_k = 1.0  # P2: 1 / (p2_k + SNR)^p2_gamma.
     config.diffusion.p2_gamma = 1.0  # P2 exponent (the P2 paper uses 0.5 or 1).
     config.diffusion.min_snr_gamma = 5.0  # Min-SNR: min(SNR, gamma) / SNR.
+    # Learn the variance too (2C outputs; loss + (T / 1000) L_vlb, improved DDPM; losses.py).
+    config.diffusion.learn_sigma = False
 
     config.clustering = ml_collections.ConfigDict()
     # 'uniform' (k equal-width intervals) or the exact DP with a cost: 'timestep', 'snr',
@@ -58,6 +60,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.num_heads = 4  # Attention heads.
     config.model.num_groups = 8  # GroupNorm groups (must divide base_channels).
     config.model.dropout = 0.1  # Dropout in residual blocks.
+    # Compute dtype: 'float32' or 'bfloat16' (mixed precision; parameters and Adam stay float32).
+    config.model.dtype = "float32"
 
     config.train = ml_collections.ConfigDict()
     config.train.batch_size = 75  # Global batch B = M k N, with N divisible by the devices.

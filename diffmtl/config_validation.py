@@ -36,6 +36,7 @@ def _check_diffusion(cfg) -> None:
     _require(cfg.num_timesteps >= 1, f"diffusion.num_timesteps={cfg.num_timesteps} must be >= 1")
     _require(cfg.p2_k > 0, f"diffusion.p2_k={cfg.p2_k} must be > 0 (P2 weight 1/(p2_k+SNR)^gamma)")
     _require(cfg.min_snr_gamma > 0, f"diffusion.min_snr_gamma={cfg.min_snr_gamma} must be > 0")
+    _one_of(cfg.learn_sigma, (False, True), "diffusion.learn_sigma")
 
 
 def _check_clustering(config) -> None:
@@ -79,6 +80,7 @@ def _check_model(config) -> None:
         f"model.attention_resolutions has {unused}, which no level reaches; levels are {sizes}",
     )
     _require(0 <= cfg.dropout < 1, f"model.dropout={cfg.dropout} must be in [0, 1)")
+    _one_of(cfg.dtype, ("float32", "bfloat16"), "model.dtype")
 
 
 def _check_train(config, num_devices: int) -> None:

@@ -82,6 +82,38 @@ def loss_weight(
     raise ValueError(f"unknown loss weighting {weighting!r}; expected one of {LOSS_WEIGHTINGS}")
 
 
+def posterior_log_variances(abar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The two ends of a learned log-variance, float64 [S] each, for abar [S] of a process.
+
+    The process may be the full one or a respaced one (beta_i = 1 - abar_i / abar_{i-1},
+    abar_{-1} = 1). Returns log beta_i and log beta~_i, the posterior variance
+    beta~_i = beta_i (1 - abar_{i-1}) / (1 - abar_i), whose first entry (0) is replaced by the
+    second, as in improved DDPM (the model's variance at t = 0 only scales the decoder).
+    """
+    abar = np.asarray(abar, np.float64)
+    abar_prev = np.concatenate([[1.0], abar[:-1]])
+    betas = 1.0 - abar / abar_prev
+    tilde = betas * (1.0 - abar_prev) / (1.0 - abar)
+    tilde[0] = tilde[1] if len(tilde) > 1 else betas[0]
+    return np.log(betas), np.log(tilde)
+
+
+def learned_log_variance(v: jax.Array, log_beta: jax.Array, log_tilde: jax.Array) -> jax.Array:
+    """Improved DDPM's variance: v in [-1, 1] interpolates log beta~ (v = -1) and log beta (v = 1).
+
+    v [B, ...]; log_beta, log_tilde broadcastable against it. Returns log sigma^2, v's shape.
+    """
+    frac = (v + 1.0) / 2.0
+    return frac * log_beta + (1.0 - frac) * log_tilde
+
+
+def split_model_output(out: jax.Array, image_channels: int) -> tuple[jax.Array, jax.Array | None]:
+    """[B, H, W, C] -> (eps, None); [B, H, W, 2C] (learned variance) -> (eps, v), [B, H, W, C]."""
+    if out.shape[-1] == image_channels:
+        return out, None
+    return out[..., :image_channels], out[..., image_channels:]
+
+
 class Diffusion(flax.struct.PyTreeNode):
     """The float32 tables a jitted step needs, all indexed by timestep t in 0..T-1.
 
@@ -89,11 +121,18 @@ class Diffusion(flax.struct.PyTreeNode):
       betas: [T].
       alphas_cumprod: abar, [T].
       loss_weights: weight of each timestep's eps loss (none / P2 / Min-SNR), [T].
+      log_betas, log_posterior_variances: the learned variance's ends
+        (posterior_log_variances), [T].
+      learn_sigma: the model also predicts its variance (2C outputs) and the loss adds
+        (T / 1000) L_vlb (losses.py). Static.
     """
 
     betas: jax.Array
     alphas_cumprod: jax.Array
     loss_weights: jax.Array
+    log_betas: jax.Array
+    log_posterior_variances: jax.Array
+    learn_sigma: bool = flax.struct.field(pytree_node=False, default=False)
 
     @property
     def num_timesteps(self) -> int:
@@ -114,10 +153,10 @@ def make_diffusion(config) -> Diffusion:
     abar = schedule_alphas_cumprod(config)
     betas = 1.0 - abar / np.concatenate([[1.0], abar[:-1]])
     weights = loss_weight(snr(abar), cfg.loss_weighting, cfg.p2_k, cfg.p2_gamma, cfg.min_snr_gamma)
+    log_betas, log_tilde = posterior_log_variances(abar)
     return Diffusion(
-        betas=jnp.asarray(betas, jnp.float32),
-        alphas_cumprod=jnp.asarray(abar, jnp.float32),
-        loss_weights=jnp.asarray(weights, jnp.float32),
+        *(jnp.asarray(a, jnp.float32) for a in (betas, abar, weights, log_betas, log_tilde)),
+        learn_sigma=bool(cfg.learn_sigma),
     )
 
 

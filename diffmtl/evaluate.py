@@ -23,17 +23,18 @@ from diffmtl.metrics import frechet, sample_quality
 
 
 def make_sampler(config, exp):
-    """The config's sampler (sampling.method / num_steps / eta) for the run's model and mesh."""
+    """The config's sampler (method, num_steps, eta) for the run; ddpm uses a learned variance."""
     cfg = config.sampling
-    eta = sampling.SAMPLERS[cfg.method] if cfg.method == "ddpm" else cfg.eta
+    ancestral = cfg.method == "ddpm"
     return sampling.make_sampler(
-        sampling.model_eps_fn(exp.model),
+        sampling.model_output_fn(exp.model),
         exp.diffusion,
         cfg.num_steps,
-        eta,
+        1.0 if ancestral else cfg.eta,
         exp.image_shape,
         exp.mesh,
         cfg.clip_denoised,
+        learned_variance=ancestral and exp.diffusion.learn_sigma,
     )
 
 

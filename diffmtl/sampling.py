@@ -12,6 +12,11 @@ beta~ of the respaced process (Nichol & Dhariwal 2021), which tests/test_samplin
 against the posterior q(x_{s_{i-1}} | x_{s_i}, x0) in closed form. abar_{-1} = 1, so the last
 step returns x0.
 
+With a learned variance (diffusion.learn_sigma, model output [eps, v]) the ancestral sampler keeps
+the posterior mean (eta = 1) and draws with the model's variance instead: log sigma_i^2 =
+learned_log_variance(v, log beta_i, log beta~_i) of the respaced process, as improved DDPM does.
+DDIM ignores v.
+
 Sample i of a seed draws all its noise from fold_in(PRNGKey(seed), i): a sample does not depend
 on the batch it is drawn in nor on the number of devices. The reverse steps run as a host loop
 over one jitted step (XLA:CPU runs convolutions inside device-side loops ~10x slower); on
@@ -31,11 +36,16 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from diffmtl import images, sharding
-from diffmtl.diffusion import Diffusion
+from diffmtl.diffusion import (
+    Diffusion,
+    learned_log_variance,
+    posterior_log_variances,
+    split_model_output,
+)
 
-# eps_fn(params, x_t [n, H, W, C], t [n] int32) -> predicted eps [n, H, W, C].
-EpsFn = Callable[[object, jax.Array, jax.Array], jax.Array]
-SAMPLERS = {"ddim": 0.0, "ddpm": 1.0}  # name -> default eta
+# model_fn(params, x_t [n, H, W, C], t [n] int32) -> eps [n, H, W, C], or [eps, v] [n, H, W, 2C].
+ModelFn = Callable[[object, jax.Array, jax.Array], jax.Array]
+SAMPLERS = ("ddim", "ddpm")
 
 
 def respaced_timesteps(num_timesteps: int, num_steps: int) -> np.ndarray:
@@ -44,12 +54,14 @@ def respaced_timesteps(num_timesteps: int, num_steps: int) -> np.ndarray:
 
 
 class ReverseCoefficients(NamedTuple):
-    """Per respaced step i (all [S]): timestep, abar_i, abar_{i-1} and sigma_i."""
+    """Per respaced step i ([S] each): t, abar_i, abar_{i-1}, sigma_i, log beta_i, log beta~_i."""
 
     timesteps: np.ndarray
     abar: np.ndarray
     abar_prev: np.ndarray
     sigma: np.ndarray
+    log_beta: np.ndarray
+    log_tilde: np.ndarray
 
 
 def reverse_coefficients(alphas_cumprod: np.ndarray, num_steps: int, eta: float):
@@ -59,11 +71,11 @@ def reverse_coefficients(alphas_cumprod: np.ndarray, num_steps: int, eta: float)
     abar = alphas_cumprod[steps]
     abar_prev = np.concatenate([[1.0], abar[:-1]])
     sigma = eta * np.sqrt((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev))
-    return ReverseCoefficients(steps, abar, abar_prev, sigma)
+    return ReverseCoefficients(steps, abar, abar_prev, sigma, *posterior_log_variances(abar))
 
 
-def model_eps_fn(model: nn.Module) -> EpsFn:
-    """The EpsFn of a diffusion model (deterministic: dropout off)."""
+def model_output_fn(model: nn.Module) -> ModelFn:
+    """The ModelFn of a diffusion model (deterministic: dropout off)."""
     return lambda params, x, t: model.apply({"params": params}, x, t, train=False)
 
 
@@ -73,21 +85,24 @@ def _sample_keys(seed: int, indices: np.ndarray) -> np.ndarray:
 
 
 def make_sampler(
-    eps_fn: EpsFn,
+    model_fn: ModelFn,
     diffusion: Diffusion,
     num_steps: int,
     eta: float,
     image_shape: tuple[int, int, int],
     mesh: Mesh,
     clip_denoised: bool = True,
+    learned_variance: bool = False,
 ) -> Callable[[object, int, np.ndarray], jax.Array]:
     """Returns sample(params, seed, indices [n]) -> x0 [n, H, W, C] in [-1, 1], batch-sharded.
 
     n must be divisible by the mesh's batch shards; the samples are those numbered `indices`.
+    learned_variance: ancestral steps with the model's variance (needs [eps, v]; eta is then 1).
     """
+    eta = 1.0 if learned_variance else eta
     coef = reverse_coefficients(np.asarray(diffusion.alphas_cumprod), num_steps, eta)
     steps = jnp.asarray(coef.timesteps)
-    abar, abar_prev, sigma = (jnp.asarray(c, jnp.float32) for c in coef[1:])
+    abar, abar_prev, sigma, log_beta, log_tilde = (jnp.asarray(c, jnp.float32) for c in coef[1:])
     spec = sharding.batch_sharding(mesh, 0)
 
     def noise(keys, i):  # [n, H, W, C], sample j's from fold_in(keys[j], i)
@@ -100,13 +115,17 @@ def make_sampler(
     @jax.jit
     def reverse_step(params, x, keys, i):  # x_{s_i} -> x_{s_{i-1}}
         t = jnp.full((x.shape[0],), steps[i], jnp.int32)
-        eps = eps_fn(params, x, t)
+        eps, v = split_model_output(model_fn(params, x, t), image_shape[-1])
         x0 = (x - jnp.sqrt(1.0 - abar[i]) * eps) / jnp.sqrt(abar[i])
         if clip_denoised:
             x0 = jnp.clip(x0, -1.0, 1.0)
         eps = (x - jnp.sqrt(abar[i]) * x0) / jnp.sqrt(1.0 - abar[i])
         direction = jnp.sqrt(jnp.maximum(1.0 - abar_prev[i] - sigma[i] ** 2, 0.0))
-        return jnp.sqrt(abar_prev[i]) * x0 + direction * eps + sigma[i] * noise(keys, i)
+        std = sigma[i]
+        if learned_variance:  # No noise at the last step, like sigma_0 = 0.
+            log_var = learned_log_variance(v, log_beta[i], log_tilde[i])
+            std = jnp.where(i > 0, jnp.exp(0.5 * log_var), 0.0)
+        return jnp.sqrt(abar_prev[i]) * x0 + direction * eps + std * noise(keys, i)
 
     def sample(params, seed: int, indices: np.ndarray) -> jax.Array:
         keys = _sample_keys(seed, np.asarray(indices))

@@ -25,7 +25,7 @@ from flax import linen as nn
 from jax.sharding import Mesh, PartitionSpec
 
 from diffmtl import diffusion as diffusion_lib
-from diffmtl import sharding, tasks
+from diffmtl import losses, sharding, tasks
 from diffmtl.mtl import base as mtl_base
 from diffmtl.optimizer import mtl_state
 from diffmtl.train_state import TrainState, ema_decay
@@ -36,7 +36,7 @@ PerExampleLoss = Callable[..., jax.Array]
 def make_per_example_loss(
     model: nn.Module, diffusion: diffusion_lib.Diffusion, mesh: Mesh
 ) -> PerExampleLoss:
-    """Returns loss(params, x0, t, noise, dropout_keys) -> weighted eps loss [k', N].
+    """Returns loss(params, x0, t, noise, dropout_keys) -> losses.per_example_loss [k', N].
 
     Inputs are laid out [k', N, ...] with N split over the mesh's batch axes: x0 and noise
     [k', N, H, W, C], t [k', N] int, dropout_keys [k', N, 2] uint32.
@@ -55,9 +55,8 @@ def make_per_example_loss(
             )
             return out[0]
 
-        eps = jax.vmap(predict)(x_t, t, dropout_keys)
-        loss = diffusion_lib.eps_loss(eps, noise) * diffusion.loss_weights[t]  # [k' n]
-        return loss.reshape(lead)
+        out = jax.vmap(predict)(x_t, t, dropout_keys)
+        return losses.per_example_loss(diffusion, out, x0, x_t, t, noise).reshape(lead)
 
     spec = sharding.batch_spec(1)
     return jax.shard_map(

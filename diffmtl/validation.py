@@ -3,7 +3,8 @@
 Every call sees identical inputs: the same V held-out images, the same grid of G timesteps
 (evenly spaced over 0..T-1) and, at grid point g, the same noise drawn from fold_in(key, t_g).
 Two checkpoints are therefore compared on exactly the same denoising problems. The loss is
-the unweighted L_t = E ||eps - eps_theta(x_t, t)||^2 (the task loss of timestep t).
+the unweighted L_t = E ||eps - eps_theta(x_t, t)||^2 (the task loss of timestep t; with a
+learned variance the eps part only, without L_vlb).
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def make_validation_loss(
         noise = jax.random.normal(jax.random.fold_in(key, t), x0.shape)
         ts = jnp.full((x0.shape[0],), t, jnp.int32)
         x_t = diffusion_lib.q_sample(diffusion, x0, ts, noise)
-        eps = model.apply({"params": params}, x_t, ts, train=False)
+        out = model.apply({"params": params}, x_t, ts, train=False)
+        eps, _ = diffusion_lib.split_model_output(out, x0.shape[-1])
         return jnp.mean(diffusion_lib.eps_loss(eps, noise))
 
     def losses(params) -> np.ndarray:

@@ -68,7 +68,7 @@ def tiny_sampler_parts():
 def _generate(parts, devices, n, batch_size, seed, eta=0.0):
     model, params, diffusion = parts
     mesh = sharding.make_mesh(devices=devices)
-    eps_fn = sampling.model_eps_fn(model)
+    eps_fn = sampling.model_output_fn(model)
     sample = sampling.make_sampler(eps_fn, diffusion, 3, eta, (28, 28, 1), mesh)
     return sampling.generate(sample, params, n, batch_size, seed)
 
@@ -94,3 +94,35 @@ def test_sample_files_follow_the_adm_layout(tmp_path):
     with np.load(path) as data:
         np.testing.assert_array_equal(data["arr_0"], samples)
     assert (tmp_path / "samples_5x4x4x1.png").is_file()
+
+
+@pytest.mark.parametrize("v", [-1.0, 0.3, 1.0])
+def test_learned_variance_draws_with_the_model_variance(devices, v):
+    """eps_theta = 0 and two respaced steps (s = 0, T-1), no clipping, in closed form:
+    x_{T-1} = z_2, x_0' = sqrt(abar_0 / abar_1) z_2 + sigma_1 z_1 (the posterior mean keeps the x0
+    estimate), output x_0' / sqrt(abar_0),
+    log sigma_1^2 = (1+v)/2 log beta_1 + (1-v)/2 log beta~_1."""
+    diffusion, mesh = _diffusion_and_mesh(devices)
+    shape = (4, 4, 1)
+
+    def model_fn(params, x, t):  # [eps, v]
+        return jnp.concatenate([jnp.zeros_like(x), jnp.full_like(x, v)], axis=-1)
+
+    sample = sampling.make_sampler(
+        model_fn, diffusion, 2, 0.0, shape, mesh, clip_denoised=False, learned_variance=True
+    )
+    out = np.asarray(sample(None, 5, np.arange(4)), np.float64)
+
+    abar = np.asarray(schedule_alphas_cumprod(make_tiny_config()))[[0, -1]]
+    beta1 = 1 - abar[1] / abar[0]
+    tilde1 = beta1 * (1 - abar[0]) / (1 - abar[1])
+    sigma1 = np.exp(0.5 * ((1 + v) / 2 * np.log(beta1) + (1 - v) / 2 * np.log(tilde1)))
+    keys = [jax.random.fold_in(jax.random.PRNGKey(5), j) for j in range(4)]
+    z = [
+        [np.asarray(jax.random.normal(jax.random.fold_in(k, i), shape)) for i in (1, 2)]
+        for k in keys
+    ]
+    expected = np.stack(
+        [(np.sqrt(abar[0] / abar[1]) * z2 + sigma1 * z1) / np.sqrt(abar[0]) for z1, z2 in z]
+    )
+    np.testing.assert_allclose(out, expected, rtol=2e-4, atol=2e-4)

@@ -162,10 +162,10 @@ class UNet(nn.Module):
 
 
 def make_model(config, image_channels: int) -> UNet:
-    """Builds the UNet from `config.model`."""
+    """Builds the UNet from `config.model`: eps (C channels), or [eps, v] (2C) with learn_sigma."""
     cfg = config.model
     return UNet(
-        out_channels=image_channels,
+        out_channels=image_channels * (2 if config.diffusion.learn_sigma else 1),
         base_channels=cfg.base_channels,
         channel_mult=tuple(cfg.channel_mult),
         num_res_blocks=cfg.num_res_blocks,
@@ -173,4 +173,5 @@ def make_model(config, image_channels: int) -> UNet:
         num_heads=cfg.num_heads,
         num_groups=cfg.num_groups,
         dropout=cfg.dropout,
+        dtype=jnp.dtype(cfg.dtype),
     )

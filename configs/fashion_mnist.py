@@ -12,10 +12,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.seed = 0  # Seeds the parameters, the training keys and the data order.
 
     config.data = ml_collections.ConfigDict()
-    config.data.name = "fashion_mnist"  # Image source (datasets.SOURCES).
-    config.data.dir = (
-        "/usr/share/datasets/fashion-mnist"  # Its four IDX .gz files (Debian package).
-    )
+    # Image source (datasets.SOURCES): 'fashion_mnist', 'image_folder' or 'tfds'.
+    config.data.name = "fashion_mnist"
+    # fashion_mnist: its four IDX .gz files (Debian package); image_folder: the image tree;
+    # tfds: the TFDS data_dir holding the prepared dataset (a local path or a bucket).
+    config.data.dir = "/usr/share/datasets/fashion-mnist"
+    config.data.tfds_name = ""  # tfds: the dataset's name (optionally name/config:version).
+    config.data.image_key = "image"  # tfds: the image feature.
     config.data.split = "train"  # 'train' (60000 images) or 'test' (10000).
     config.data.image_size = 28  # Pixels on a side; must match the source.
     config.data.channels = 1  # Image channels; must match the source.

@@ -3,7 +3,7 @@
 The input pipeline only needs `num_examples`, `image_shape` and `images(indices)`, so that each
 process can load just the examples its devices hold. Fashion-MNIST is read from its IDX .gz
 files (the Debian package `dataset-fashion-mnist` puts them in /usr/share/datasets/fashion-mnist);
-image folders (FFHQ, CelebA-HQ trees) by image_folder.py.
+image folders (FFHQ, CelebA-HQ trees) by image_folder.py, prepared TFDS datasets by tfds_source.py.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 
 from diffmtl.errors import UserError
 from diffmtl.image_folder import ImageFolder
+from diffmtl.tfds_source import TfdsSource
 
 _IDX_DTYPES = {0x08: np.uint8}
 FASHION_MNIST_FILES = {
@@ -88,6 +89,9 @@ class FashionMNIST:
 SOURCES = {
     "fashion_mnist": lambda cfg, split: FashionMNIST(cfg.dir, split),
     "image_folder": lambda cfg, split: ImageFolder(cfg.dir, cfg.image_size, split),
+    "tfds": lambda cfg, split: TfdsSource(
+        cfg.tfds_name, cfg.dir, split, cfg.image_size, cfg.image_key
+    ),
 }
 
 

@@ -3,9 +3,10 @@
 The example stream is the concatenation of per-epoch permutations, epoch e's drawn from
 (seed, e). Batch s takes the next B indices of that stream (an epoch boundary may fall inside
 a batch), so the position (epoch, index) after a batch fully determines every later batch.
-Indices are laid out in the canonical [k, M N] order of tasks.py and viewed as [M, k, N]; the
-array is built with `jax.make_array_from_callback`, so each device's shard loads only its own
-images: with several processes each one reads just its share. With random_flip, whether the
+Indices are laid out in the canonical [k, M N] order of tasks.py and viewed as [M, k, N]. Each
+process loads only its share, the contiguous range of N that its devices hold (`process_rows`),
+and the global array is assembled with `jax.make_array_from_process_local_data`: with several
+processes each one reads just the images its devices need. With random_flip, whether the
 example at stream position (epoch, i) is mirrored is drawn from (seed, epoch) too, so flips are
 resumable as well.
 """
@@ -45,6 +46,18 @@ def to_model_range(images: np.ndarray) -> np.ndarray:
     return images.astype(np.float32) / 127.5 - 1.0
 
 
+def process_rows(batch_sharding, shape: tuple[int, ...], devices) -> slice:
+    """The range of the batch axis (axis 2 of `shape`) that `devices` hold, as one slice.
+
+    Raises ValueError when their rows are not contiguous (a mesh that interleaves processes).
+    """
+    index_map = batch_sharding.devices_indices_map(shape)
+    ranges = sorted({index_map[d][2].indices(shape[2])[:2] for d in devices})
+    if any(a[1] != b[0] for a, b in zip(ranges, ranges[1:], strict=False)):
+        raise ValueError(f"devices {devices} hold non-contiguous batch rows {ranges}")
+    return slice(ranges[0][0], ranges[-1][1])
+
+
 class GlobalBatchIterator:
     """Infinite iterator of images [M, k, N, H, W, C], float32 in [-1, 1], N split over devices."""
 
@@ -63,6 +76,9 @@ class GlobalBatchIterator:
         self._seed = seed
         self._layout = layout
         self._sharding = sharding.batch_sharding(mesh, 2)
+        self._local_devices = [
+            d for d in mesh.devices.flat if d.process_index == jax.process_index()
+        ]
         self._permutation = None
         self.position = position
 
@@ -96,19 +112,29 @@ class GlobalBatchIterator:
     def __iter__(self):
         return self
 
-    def __next__(self) -> jax.Array:
+    def next_layout(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """The next batch's indices [M, k, N] and flips [M, k, N] (or None), advancing."""
         m, k, n = self._layout
-        indices = tasks.microbatch_view(self.next_indices().reshape(k, m * n), m)  # [M, k, N]
+        indices = tasks.microbatch_view(self.next_indices().reshape(k, m * n), m)
         flips = self.last_flips
         if flips is not None:
             flips = tasks.microbatch_view(flips.reshape(k, m * n), m)
-        shape = (m, k, n, *self._source.image_shape)
+        return indices, flips
 
-        def load(index):
-            rows = indices[index[:3]]
-            x = to_model_range(self._source.images(rows.ravel())).reshape(rows.shape + shape[3:])
-            if flips is None:
-                return x
-            return np.where(flips[index[:3]][..., None, None, None], x[..., ::-1, :], x)
+    @property
+    def global_shape(self) -> tuple[int, ...]:
+        return (*self._layout, *self._source.image_shape)
 
-        return jax.make_array_from_callback(shape, self._sharding, load)
+    def share(self, indices: np.ndarray, flips: np.ndarray | None, devices) -> np.ndarray:
+        """The images that `devices` hold: float32 [M, k, n, H, W, C], n = their rows of N."""
+        rows = process_rows(self._sharding, self.global_shape, devices)
+        indices = indices[:, :, rows]
+        x = to_model_range(self._source.images(indices.ravel()))
+        x = x.reshape(indices.shape + x.shape[1:])
+        if flips is None:
+            return x
+        return np.where(flips[:, :, rows][..., None, None, None], x[..., ::-1, :], x)
+
+    def __next__(self) -> jax.Array:
+        local = self.share(*self.next_layout(), self._local_devices)
+        return jax.make_array_from_process_local_data(self._sharding, local, self.global_shape)

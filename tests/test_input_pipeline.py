@@ -100,3 +100,29 @@ def test_batches_are_sharded_and_laid_out_by_cluster(devices):
 def test_fashion_mnist_dir_exists():
     assert os.path.isdir(FASHION_MNIST_DIR), "run `make setup` (installs dataset-fashion-mnist)"
     assert jax.device_count() == 4
+
+
+class LeftColumnSource(CountingSource):
+    """Image i holds i (mod 256) in its left column and 0 in its right one: flips show."""
+
+    def images(self, indices):
+        out = np.zeros((len(indices), 2, 2, 1), np.uint8)
+        out[:, :, 0, 0] = (np.asarray(indices) % 256)[:, None]
+        return out
+
+
+@pytest.mark.parametrize("mesh_shape", [(4, 1), (2, 2)])
+def test_two_processes_shares_form_the_one_process_batch(devices, mesh_shape):
+    """Devices 0-1 and 2-3 as two processes: each loads only its rows of N (flips included), and
+    the shares side by side are the global batch that one process with 4 devices assembles."""
+    mesh = sharding.make_mesh(*mesh_shape, devices=devices)
+    args = (LeftColumnSource(1000), 5, (2, 3, 8), mesh)
+    one_process = np.asarray(next(input_pipeline.GlobalBatchIterator(*args, random_flip=True)))
+    it = input_pipeline.GlobalBatchIterator(*args, random_flip=True)
+    indices, flips = it.next_layout()
+    shares = [it.share(indices, flips, devices[:2]), it.share(indices, flips, devices[2:])]
+    assert [s.shape[2] for s in shares] == [4, 4]
+    assert 0 < flips.mean() < 1 and np.any(one_process[..., 0, 1, 0] > -1)  # some mirrored
+    np.testing.assert_array_equal(np.concatenate(shares, axis=2), one_process)
+    with pytest.raises(ValueError, match="non-contiguous"):
+        input_pipeline.process_rows(it._sharding, it.global_shape, [devices[0], devices[2]])

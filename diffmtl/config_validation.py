@@ -132,18 +132,18 @@ def _check_sampling(config, num_devices: int) -> None:
     _require(cfg.grid_size >= 1, f"sampling.grid_size={cfg.grid_size} must be >= 1")
 
 
-def _check_eval(config, num_devices: int) -> None:
+def _check_eval(config, num_devices: int, check_files: bool) -> None:
     cfg = config.eval
     _require(cfg.every_steps >= 0, "eval.every_steps must be >= 0 (0: only at the end)")
     _require(cfg.num_samples >= 2, f"eval.num_samples={cfg.num_samples} must be >= 2")
     _one_of(cfg.feature_network, NETWORKS, "eval.feature_network")
-    if cfg.feature_network == "inception":
+    if check_files and cfg.feature_network == "inception":
         _require(
             os.path.isfile(cfg.inception_path),
             f"eval.inception_path={cfg.inception_path!r} is not a file: convert "
             f"{inception.FILE_NAME} (README: FID on natural images) and point it there",
         )
-    if cfg.reference_path:
+    if check_files and cfg.reference_path:
         _require(
             os.path.isfile(cfg.reference_path),
             f"eval.reference_path={cfg.reference_path!r} is not a file: make one with "
@@ -159,15 +159,18 @@ def _check_eval(config, num_devices: int) -> None:
     )
 
 
-def validate(config, num_devices: int) -> None:
-    """Raises UserError naming the first invalid field of `config` for `num_devices` devices."""
+def validate(config, num_devices: int, check_files: bool = True) -> None:
+    """Raises UserError naming the first invalid field of `config` for `num_devices` devices.
+
+    check_files=False skips the evaluation files (a dry run compiles the step without them).
+    """
     _check_diffusion(config.diffusion)
     _check_clustering(config)
     _check_model(config)
     _check_mesh(config, num_devices)
     _check_train(config, num_devices)
     _check_sampling(config, num_devices)
-    _check_eval(config, num_devices)
+    _check_eval(config, num_devices, check_files)
     for field in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
         _require(config[field] >= 1, f"{field}={config[field]} must be >= 1")
     _require(config.sample_every_steps >= 0, "sample_every_steps must be >= 0 (0: only at the end)")

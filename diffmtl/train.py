@@ -114,7 +114,7 @@ def build_experiment(
     comes from data.image_size and data.channels alone.
     """
     devices = list(jax.devices() if devices is None else devices)
-    config_validation.validate(config, len(devices))
+    config_validation.validate(config, len(devices), check_files=with_data)
     source = datasets.make_source(config) if with_data else None
     image_shape = (config.data.image_size, config.data.image_size, config.data.channels)
     boundaries = from_config.cluster_boundaries(config)

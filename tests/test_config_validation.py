@@ -33,6 +33,7 @@ def test_default_config_is_valid_on_1_and_3_devices():
         ("data.image_size", 30, "data.image_size=30 cannot be halved 2 times"),
         ("model.num_groups", 5, "model.num_groups=5 must divide"),
         ("model.attention_resolutions", (3,), "no level reaches"),
+        ("model.dtype", "float16", "model.dtype='float16' is unknown"),
         ("train.microbatch_loop", "while", "train.microbatch_loop='while' is unknown"),
         ("sampling.method", "euler", "sampling.method='euler' is unknown"),
         ("sampling.num_steps", 0, "sampling.num_steps=0 must be between 1"),
@@ -49,6 +50,16 @@ def test_bad_fields_are_named(field, value, message):
     config[section][name] = value
     with pytest.raises(UserError, match=message):
         config_validation.validate(config, 1)
+
+
+def test_full_scale_configs_need_the_inception_file_to_train_but_not_to_dry_run():
+    from configs import celebahq, ffhq
+
+    for module in (ffhq, celebahq):
+        config = module.get_config()
+        config_validation.validate(config, 8, check_files=False)
+        with pytest.raises(UserError, match=r"eval.inception_path='' is not a file"):
+            config_validation.validate(config, 8)
 
 
 def test_inception_needs_its_weights_file():

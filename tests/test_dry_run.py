@@ -16,7 +16,7 @@ from diffmtl import dry_run, train
 from diffmtl.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
+CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "[!_]*.py")))
 
 
 def _report(cost_gib: float) -> dry_run.DryRunReport:

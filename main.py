@@ -5,6 +5,7 @@
   python main.py --mode=sample --config=configs/fashion_mnist.py --workdir=/tmp/fmnist
   python main.py --mode=evaluate --config=configs/fashion_mnist.py --workdir=/tmp/fmnist
   python main.py --config=configs/fashion_mnist.py --dry_run --device_memory_gb=16
+  python main.py --config=configs/ffhq.py --workdir=gs://bucket/ffhq --multihost  # every host
 
 Mistakes in the config or data end in one line on stderr and exit status 2.
 """
@@ -30,6 +31,12 @@ flags.DEFINE_bool(
 flags.DEFINE_float(
     "device_memory_gb", 0.0, "With --dry_run: fail if a device needs more (0: no check)."
 )
+flags.DEFINE_bool(
+    "multihost",
+    False,
+    "Call jax.distributed.initialize() first: one process per host of a TPU pod or GPU cluster "
+    "(coordinator found from the TPU / SLURM / MPI environment).",
+)
 config_flags.DEFINE_config_file("config", None, "Training configuration file.", lock_config=True)
 flags.mark_flags_as_required(["config"])
 
@@ -45,6 +52,10 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     logging.get_absl_handler().addFilter(_QuietCheckpointing())
+    if FLAGS.multihost:
+        import jax
+
+        jax.distributed.initialize()
     from diffmtl import modes  # Imported late: the flags are parsed before JAX starts.
 
     if FLAGS.dry_run:

@@ -10,7 +10,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from conftest import make_tiny_config
-from diffmtl import datasets, input_pipeline, sharding
+from diffmtl import datasets, input_pipeline, prepare_tfds, sharding
 from diffmtl.errors import UserError
 from diffmtl.image_folder import ImageFolder
 from diffmtl.tfds_source import TfdsSource
@@ -96,3 +96,16 @@ def test_missing_and_wrong_datasets_are_named(prepared, tmp_path):
         TfdsSource("tiny_folder_images", data_dirs["array_record"], "test", SIZE, "image")
     with pytest.raises(UserError, match=r"data.image_key='img' is not a feature"):
         TfdsSource("tiny_folder_images", data_dirs["array_record"], "train", SIZE, "img")
+
+
+def test_prepare_tfds_writes_a_folder_that_reads_back_by_name(prepared, tmp_path, devices):
+    """The prepare tool's dataset (not registered in this process: read from its files) gives
+    the image folder's batches."""
+    folder, _ = prepared
+    data_dir = str(tmp_path / "tfds")
+    prepare_tfds.prepare(folder, "prepared_faces", SIZE, data_dir)
+    source = TfdsSource("prepared_faces", data_dir, "train", SIZE, "image")
+    assert source.file_format == "array_record"
+    expected = _batches(ImageFolder(folder, SIZE), devices[:2])
+    for got, want in zip(_batches(source, devices[:2]), expected, strict=True):
+        np.testing.assert_array_equal(got, want)

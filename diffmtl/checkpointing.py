@@ -7,10 +7,9 @@ complete checkpoint.
 
 from __future__ import annotations
 
-import os
-
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 from diffmtl.train_state import TrainState
 
@@ -18,8 +17,11 @@ from diffmtl.train_state import TrainState
 def make_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
     """A manager over <workdir>/checkpoints keeping the newest `keep` steps."""
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    root = epath.Path(workdir)  # A local path or a bucket (gs://...).
+    if "://" not in str(workdir):
+        root = root.absolute()
     return ocp.CheckpointManager(
-        os.path.join(os.path.abspath(workdir), "checkpoints"),
+        root / "checkpoints",
         options=options,
         item_names=("state", "meta"),
     )

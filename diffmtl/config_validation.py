@@ -5,7 +5,7 @@ Each failure raises UserError with one line naming the field, what it holds and 
 
 from __future__ import annotations
 
-import os
+from etils import epath
 
 from diffmtl import diffusion, mtl
 from diffmtl.clustering import from_config
@@ -139,13 +139,13 @@ def _check_eval(config, num_devices: int, check_files: bool) -> None:
     _one_of(cfg.feature_network, NETWORKS, "eval.feature_network")
     if check_files and cfg.feature_network == "inception":
         _require(
-            os.path.isfile(cfg.inception_path),
+            bool(cfg.inception_path) and epath.Path(cfg.inception_path).is_file(),
             f"eval.inception_path={cfg.inception_path!r} is not a file: convert "
             f"{inception.FILE_NAME} (README: FID on natural images) and point it there",
         )
     if check_files and cfg.reference_path:
         _require(
-            os.path.isfile(cfg.reference_path),
+            epath.Path(cfg.reference_path).is_file(),
             f"eval.reference_path={cfg.reference_path!r} is not a file: make one with "
             "`python -m diffmtl.metrics.reference` or set it to '' (computed from the data)",
         )

@@ -15,6 +15,7 @@ import os
 
 import jax
 import numpy as np
+from etils import epath
 
 from diffmtl import datasets, images, input_pipeline, sampling, validation
 from diffmtl import diffusion as diffusion_lib
@@ -46,8 +47,7 @@ def generate(sampler, params, num_samples: int, sampling_config) -> np.ndarray:
 
 def read_headline(workdir: str) -> str:
     """The headline line that write_final stored in <workdir>/metrics.json."""
-    with open(os.path.join(workdir, "metrics.json")) as f:
-        return json.load(f)["headline"]
+    return json.loads((epath.Path(workdir) / "metrics.json").read_text())["headline"]
 
 
 def reference_path(config, workdir: str) -> str:
@@ -65,11 +65,11 @@ def load_or_make_reference(config, extract, workdir: str, source=None) -> dict[s
     source: the eval.reference_split source if the caller has it (else opened here when needed).
     """
     path = reference_path(config, workdir)
-    if not config.eval.reference_path and not os.path.exists(path):
+    if not config.eval.reference_path and not epath.Path(path).exists():
         source = source or datasets.make_source(config, config.eval.reference_split)
         feats = sample_quality.reference_features(source, extract, config.eval.num_reference)
         if jax.process_index() == 0:
-            os.makedirs(workdir, exist_ok=True)
+            epath.Path(workdir).mkdir(parents=True, exist_ok=True)
             frechet.save_reference(path, feats, split=config.eval.reference_split)
         mu, sigma = frechet.feature_statistics(feats)
         return {"features": feats, "mu": mu, "sigma": sigma}
@@ -133,8 +133,7 @@ class Evaluator:
                     "loss": self.last_val_losses.tolist(),
                 },
             }
-            with open(path, "w") as f:
-                json.dump(record, f, indent=2)
+            epath.Path(path).write_text(json.dumps(record, indent=2))
             validation.plot_validation_loss(
                 os.path.join(self.workdir, "validation_loss.png"),
                 self.val_grid,
@@ -160,10 +159,11 @@ class Evaluator:
 def write_sample_files(directory: str, samples: np.ndarray, grid_size: int) -> str:
     """Writes samples_<n>x<H>x<W>x<C>.npz (uint8 NHWC as arr_0, the ADM evaluator's layout) and
     a PNG grid of the first `grid_size`; returns the .npz path."""
-    os.makedirs(directory, exist_ok=True)
     shape = "x".join(str(d) for d in samples.shape)
     path = os.path.join(directory, f"samples_{shape}.npz")
     if jax.process_index() == 0:
-        np.savez(path, samples)
+        epath.Path(directory).mkdir(parents=True, exist_ok=True)
+        with epath.Path(path).open("wb") as f:
+            np.savez(f, samples)
         images.save_png(path[: -len(".npz")] + ".png", images.image_grid(samples[:grid_size]))
     return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from etils import epath
 from PIL import Image
 
 
@@ -27,4 +28,5 @@ def image_grid(images: np.ndarray, padding: int = 2) -> np.ndarray:
 
 def save_png(path: str, image: np.ndarray) -> None:
     """Writes uint8 [H, W, C] (C = 1 or 3) as a PNG."""
-    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(path)
+    with epath.Path(path).open("wb") as f:  # A local path or a bucket.
+        Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(f, format="PNG")

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import jax
+from etils import epath
 
 PACKAGES = (
     "jax",
@@ -50,10 +51,9 @@ def write_run_info(workdir: str, config, boundaries) -> None:
     """Writes config.json, clusters.json ([k, 2] intervals) and run_info.json (process 0 only)."""
     if jax.process_index() != 0:
         return
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2))
-    with open(os.path.join(workdir, "clusters.json"), "w") as f:
-        json.dump({"method": config.clustering.method, "intervals": boundaries.tolist()}, f)
-    with open(os.path.join(workdir, "run_info.json"), "w") as f:
-        json.dump(run_info(), f, indent=2)
+    root = epath.Path(workdir)  # A local path or a bucket (gs://...).
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "config.json").write_text(config.to_json_best_effort(indent=2))
+    clusters = {"method": config.clustering.method, "intervals": boundaries.tolist()}
+    (root / "clusters.json").write_text(json.dumps(clusters))
+    (root / "run_info.json").write_text(json.dumps(run_info(), indent=2))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from flax import linen as nn
 from jax.sharding import Mesh
 
@@ -80,5 +81,6 @@ def plot_validation_loss(path: str, grid, losses, boundaries, log_snr=None) -> N
         twin.plot(np.arange(len(log_snr)), log_snr, color="tab:orange", linewidth=0.8)
         twin.set_ylabel("log SNR", color="tab:orange")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with epath.Path(path).open("wb") as f:  # A local path or a bucket.
+        fig.savefig(f, format="png", dpi=120)
     plt.close(fig)

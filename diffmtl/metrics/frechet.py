@@ -11,6 +11,7 @@ covariances (e.g. fewer samples than feature dimensions).
 from __future__ import annotations
 
 import numpy as np
+from etils import epath
 
 from diffmtl.errors import UserError
 from diffmtl.metrics import params_io
@@ -42,7 +43,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
 def save_reference(path: str, features: np.ndarray, **info) -> None:
     """Writes {mu, sigma, features, info...} (.npz): statistics for FID, features for P&R."""
     mu, sigma = feature_statistics(features)
-    np.savez(path, mu=mu, sigma=sigma, features=np.asarray(features, np.float32), **info)
+    with epath.Path(path).open("wb") as f:
+        np.savez(f, mu=mu, sigma=sigma, features=np.asarray(features, np.float32), **info)
 
 
 def load_reference(path: str) -> dict[str, np.ndarray]:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import os
 
 import numpy as np
+from etils import epath
 from flax import traverse_util
 
 from diffmtl.errors import UserError
@@ -14,16 +14,17 @@ from diffmtl.errors import UserError
 def save_params(path: str, params) -> str:
     """Writes a nested dict of arrays as an .npz keyed 'a/b/c'; returns its checksum."""
     flat = {k: np.asarray(v) for k, v in traverse_util.flatten_dict(params, sep="/").items()}
-    np.savez(path, **flat)
+    with epath.Path(path).open("wb") as f:
+        np.savez(f, **flat)
     return checksum(flat)
 
 
 def read_npz(path: str, what: str, fix: str) -> dict[str, np.ndarray]:
     """All arrays of an .npz; UserError naming `what`, `path` and `fix` if missing or unreadable."""
-    if not path or not os.path.isfile(path):
+    if not path or not epath.Path(path).is_file():
         raise UserError(f"{what} file {path!r} is missing: {fix}")
     try:
-        with np.load(path) as data:
+        with epath.Path(path).open("rb") as f, np.load(f) as data:
             return {k: data[k] for k in data.files}
     except (OSError, ValueError) as e:
         raise UserError(f"{what} file {path} is unreadable ({e}): {fix}") from e

@@ -8,7 +8,9 @@ devices at hand. Reports the parameter count, the compiled executable's per-devi
 (arguments + outputs - donated aliases + temporaries) and FLOPs per step per device (XLA's
 cost analysis is per device), for the step with and without per-cluster gradients when the
 MTL method uses them. On a CPU host the figures are those of a CPU compilation: an estimate of
-what an accelerator's compiler will do, and the report says so.
+what an accelerator's compiler will do, and the report says so. XLA's cost analysis counts the
+body of a loop once, so with train.microbatch_loop='scan' the FLOPs come from a second
+compilation of the same step unrolled (the memory stays that of the scan).
 """
 
 from __future__ import annotations
@@ -70,18 +72,36 @@ def _step_line(name: str, cost: StepCost) -> str:
     )
 
 
-def _compiled_cost(step, state, batch) -> StepCost:
-    compiled = step.lower(state, batch).compile()
-    memory = compiled.memory_analysis()
+def _flops(compiled) -> float:
     analysis = compiled.cost_analysis()
     analysis = analysis[0] if isinstance(analysis, list | tuple) else analysis
+    return float(analysis.get("flops", 0.0))
+
+
+def _compiled_cost(step, state, batch, flops_step=None) -> StepCost:
+    """Memory of `step`; FLOPs of `flops_step` (the same step with its loops unrolled) if given."""
+    compiled = step.lower(state, batch).compile()
+    memory = compiled.memory_analysis()
+    flops = _flops(compiled if flops_step is None else flops_step.lower(state, batch).compile())
     total = (
         memory.argument_size_in_bytes
         + memory.output_size_in_bytes
         - memory.alias_size_in_bytes
         + memory.temp_size_in_bytes
     )
-    return StepCost(int(total), int(memory.temp_size_in_bytes), float(analysis.get("flops", 0.0)))
+    return StepCost(int(total), int(memory.temp_size_in_bytes), flops)
+
+
+def _unrolled_steps(config, devices, layout, used) -> dict:
+    """with_task_grads -> the step unrolled, for each used step whose scan runs > 1 iteration."""
+    m, k, _ = layout
+    looped = [f for f in used if (k if f else m) > 1]
+    if config.train.microbatch_loop != "scan" or not looped:
+        return {}
+    unrolled = config.copy_and_resolve_references()
+    unrolled.train.microbatch_loop = "unroll"
+    exp = train.build_experiment(unrolled, devices, with_data=False)
+    return {f: exp.train_step[f] for f in looped}
 
 
 def dry_run(config, devices=None) -> DryRunReport:
@@ -99,7 +119,8 @@ def dry_run(config, devices=None) -> DryRunReport:
     num_params = sum(math.prod(p.shape) for p in jax.tree.leaves(state.params))
     # Which of the two steps the loop runs (the method decides per step, on the host).
     used = {exp.method.needs_task_grads(s, config.mtl) for s in range(STEPS_PROBED)}
-    cost = {f: _compiled_cost(exp.train_step[f], state, batch) for f in used}
+    unrolled = _unrolled_steps(config, devices, exp.layout, used)
+    cost = {f: _compiled_cost(exp.train_step[f], state, batch, unrolled.get(f)) for f in used}
     grad_bytes = np.dtype(config.mtl.grad_dtype).itemsize
     return DryRunReport(
         backend=jax.default_backend(),

@@ -95,3 +95,15 @@ def test_fsdp_divides_the_per_device_state(devices):
     replicated = dry_run.dry_run(config, devices).weighted_step
     resident = [c.memory_bytes - c.temp_bytes for c in (sharded, replicated)]
     assert resident[0] < 0.5 * resident[1]  # params, EMA and Adam moments: about a quarter
+
+
+@pytest.mark.slow
+def test_scan_steps_report_the_flops_of_every_iteration(devices):
+    """XLA counts a loop body once: the scan step's FLOPs must still be those of all k passes."""
+    reports = {}
+    for loop in ("scan", "unroll"):
+        config = make_tiny_config()
+        config.mtl.method = "pcgrad"
+        config.train.microbatch_loop = loop
+        reports[loop] = dry_run.dry_run(config, devices).task_grads_step
+    assert reports["scan"].flops == pytest.approx(reports["unroll"].flops, rel=0.02)

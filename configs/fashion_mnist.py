@@ -79,6 +79,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.weight_decay = 0.0  # AdamW weight decay (the paper: 0).
     config.train.grad_clip_norm = 1.0  # Clip the combined gradient's global norm (0 = off).
     config.train.ema_decay = 0.999  # EMA decay cap; warm-up min(cap, (1 + s) / (10 + s)).
+    # Steps with a non-finite loss or gradient are skipped; this many in a row stop the run.
+    config.train.max_consecutive_skips = 10
 
     config.mesh = ml_collections.ConfigDict()
     config.mesh.data = -1  # Data-parallel devices (-1: all that fsdp leaves).

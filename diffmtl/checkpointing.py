@@ -34,6 +34,14 @@ def save(manager: ocp.CheckpointManager, state: TrainState, meta: dict) -> None:
     manager.save(step, args=args, force=True)
 
 
+def latest_meta(manager: ocp.CheckpointManager) -> dict | None:
+    """The newest checkpoint's JSON item (config, data position), without its state."""
+    step = manager.latest_step()
+    if step is None:
+        return None
+    return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+
+
 def restore_latest(
     manager: ocp.CheckpointManager, like: TrainState
 ) -> tuple[TrainState, dict] | None:

@@ -92,6 +92,10 @@ def _check_train(config, num_devices: int) -> None:
     )
     _one_of(cfg.microbatch_loop, ("unroll", "scan"), "train.microbatch_loop")
     _require(0 <= cfg.ema_decay < 1, f"train.ema_decay={cfg.ema_decay} must be in [0, 1)")
+    _require(
+        cfg.max_consecutive_skips >= 1,
+        f"train.max_consecutive_skips={cfg.max_consecutive_skips} must be >= 1",
+    )
     multiple = cfg.num_microbatches * k * num_devices
     _require(
         cfg.batch_size % multiple == 0,

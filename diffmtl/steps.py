@@ -161,6 +161,11 @@ def make_task_gradient_cosine(
     return jax.jit(cosine, out_shardings=sharding.replicated(mesh))
 
 
+def all_finite(*trees) -> jax.Array:
+    """[] bool: every element of every leaf is finite."""
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(trees)]))
+
+
 def make_train_step(
     config,
     model: nn.Module,
@@ -180,7 +185,11 @@ def make_train_step(
     [k]) computes the per-cluster gradients (benchmarks swap in a naive reference).
 
     metrics: loss (mean of task_losses), weighted_loss (sum_i w_i L_i), task_losses [k],
-    loss_weights [k] (the MTL method's w used by this step).
+    loss_weights [k] (the MTL method's w used by this step), skipped (1.0 if skipped).
+
+    Non-finite guard: when a task loss or a gradient is not finite, the step changes nothing but
+    `step` (so the next step draws new noise) and `consecutive_skips`; parameters, EMA, optimizer
+    and MTL state stay as they were, so a non-finite state is never produced.
     """
     loss_fn = make_per_example_loss(model, diffusion, mesh)
     max_decay = config.train.ema_decay
@@ -205,10 +214,22 @@ def make_train_step(
         ema_params = jax.tree.map(
             lambda e, p: decay * e + (1 - decay) * p, state.ema_params, params
         )
+        finite = all_finite(task_losses, grads)
+        params, ema_params, opt_state = jax.tree.map(
+            lambda new, old: jnp.where(finite, new, old),
+            (params, ema_params, opt_state),
+            (state.params, state.ema_params, state.opt_state),
+        )
         new_state = state.replace(
-            step=state.step + 1, params=params, ema_params=ema_params, opt_state=opt_state
+            step=state.step + 1,
+            params=params,
+            ema_params=ema_params,
+            opt_state=opt_state,
+            consecutive_skips=jnp.where(finite, 0, state.consecutive_skips + 1),
         )
         metrics = {
+            "skipped": 1.0 - finite.astype(jnp.float32),
+            "consecutive_skips": new_state.consecutive_skips,
             "loss": jnp.mean(task_losses),
             "weighted_loss": jnp.dot(weights, task_losses),
             "task_losses": task_losses,

@@ -32,6 +32,7 @@ from diffmtl import (
     images,
     input_pipeline,
     mtl,
+    resume,
     run_info,
     sharding,
     steps,
@@ -39,6 +40,7 @@ from diffmtl import (
 from diffmtl import diffusion as diffusion_lib
 from diffmtl.clustering import from_config
 from diffmtl.diffusion import Diffusion, make_diffusion
+from diffmtl.errors import UserError
 from diffmtl.models.unet import make_model
 from diffmtl.optimizer import make_optimizer
 from diffmtl.train_state import TrainState, create_train_state
@@ -72,6 +74,19 @@ def write_samples(samples: np.ndarray, step: int, writer, workdir: str) -> str:
     if jax.process_index() == 0:
         images.save_png(path, grid)
     return path
+
+
+def check_skips(metrics: dict, config, manager) -> None:
+    """UserError once train.max_consecutive_skips steps in a row were non-finite (the step's guard
+    kept the state unchanged, so every checkpoint holds finite values)."""
+    skips, limit = int(metrics["consecutive_skips"]), config.train.max_consecutive_skips
+    if skips >= limit:
+        raise UserError(
+            f"stopped: {skips} steps in a row had a non-finite loss or gradient "
+            f"(train.max_consecutive_skips={limit}); the newest checkpoint (step "
+            f"{manager.latest_step()}) is intact: lower train.learning_rate, set "
+            "train.grad_clip_norm, or check the data"
+        )
 
 
 def _every(period: int, step: int) -> bool:
@@ -167,7 +182,13 @@ def initial_state(config, experiment: Experiment) -> TrainState:
 def restore_or_initialise(
     config, exp: Experiment, manager, workdir: str
 ) -> tuple[TrainState, input_pipeline.DataPosition | None]:
-    """The newest checkpoint's state and data position, or a fresh state and None."""
+    """The newest checkpoint's state and data position, or a fresh state and None.
+
+    A checkpoint whose config differs in a locked field (resume.LOCKED) is refused first.
+    """
+    meta = checkpointing.latest_meta(manager)
+    if meta is not None:
+        resume.check_compatible(meta["config"], config.to_dict(), workdir)
     state = initial_state(config, exp)
     restored = checkpointing.restore_latest(manager, state)
     if restored is None:
@@ -196,6 +217,24 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
         config.data.random_flip,
     )
     writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+    try:
+        state = _train_loop(config, workdir, exp, state, data, manager, evaluator, writer)
+    finally:  # A stop (bad image, non-finite run) still lets an in-flight save complete.
+        manager.wait_until_finished()
+    num_steps = config.train.num_train_steps
+    scores, samples = evaluator(state.ema_params, config.eval.num_samples)
+    writer.write_scalars(num_steps, scores)
+    path = write_samples(samples[: config.sampling.grid_size], num_steps, writer, workdir)
+    evaluator.write_final(scores, num_steps)
+    manager.wait_until_finished()
+    writer.flush()
+    logging.info("%s", evaluator.headline(scores))
+    logging.info("Samples in %s; checkpoints in %s", path, manager.directory)
+    return state
+
+
+def _train_loop(config, workdir, exp, state, data, manager, evaluator, writer) -> TrainState:
+    """Steps from state.step to train.num_train_steps: logging, checkpoints, evaluations."""
     num_steps = config.train.num_train_steps
     report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)
     first = int(jax.device_get(state.step))
@@ -209,11 +248,14 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
                 write_task_gradient_cosine(writer, step, exp.task_gradient_cosine(state, batch))
             with_task_grads = exp.method.needs_task_grads(step, config.mtl)
             state, metrics = exp.train_step[with_task_grads](state, batch)
+        if history:  # The previous step's count: waits for that step only, not this one.
+            check_skips(history[-1], config, manager)
         history.append(metrics)
         done = step + 1
         report(done)
         bar.update(1)
         if done % config.log_every_steps == 0 or done == num_steps:
+            check_skips(metrics, config, manager)
             scalars = _mean_metrics(history)
             writer.write_scalars(done, scalars)
             bar.set_postfix(loss=f"{scalars['train/loss']:.4f}")
@@ -233,12 +275,4 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
             grid = evaluator.samples(state.ema_params, config.sampling.grid_size)
             write_samples(grid, done, writer, workdir)
     bar.close()
-    scores, samples = evaluator(state.ema_params, config.eval.num_samples)
-    writer.write_scalars(num_steps, scores)
-    path = write_samples(samples[: config.sampling.grid_size], num_steps, writer, workdir)
-    evaluator.write_final(scores, num_steps)
-    manager.wait_until_finished()
-    writer.flush()
-    logging.info("%s", evaluator.headline(scores))
-    logging.info("Samples in %s; checkpoints in %s", path, manager.directory)
     return state

@@ -19,6 +19,7 @@ class TrainState(flax.struct.PyTreeNode):
     opt_state: optax chain state; its first entry is the MTL method's state.
     rng: [2] uint32 raw PRNG key; step s uses fold_in(rng, s), so no key is drawn on the host.
     boundaries: [k, 2] int32 inclusive timestep intervals of the clusters.
+    consecutive_skips: [] int32, steps skipped in a row for a non-finite loss or gradient.
     """
 
     step: jax.Array
@@ -27,6 +28,7 @@ class TrainState(flax.struct.PyTreeNode):
     opt_state: Any
     rng: jax.Array
     boundaries: jax.Array
+    consecutive_skips: jax.Array
 
 
 def create_train_state(
@@ -48,6 +50,7 @@ def create_train_state(
         opt_state=tx.init(params),
         rng=train_key,
         boundaries=jnp.asarray(boundaries, jnp.int32),
+        consecutive_skips=jnp.zeros((), jnp.int32),
     )
 
 

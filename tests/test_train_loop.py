@@ -64,7 +64,7 @@ def test_restart_resumes_at_the_right_step_with_the_next_batch(tmp_path):
     assert meta["data_position"] == {"epoch": 0, "index": 4 * batch_size}
     assert meta["boundaries"] == resumed.boundaries.tolist()
 
-    with pytest.raises(UserError, match="trained with clusters"):
+    with pytest.raises(UserError, match="clustering.method: 'uniform' -> 'log_snr'"):
         run(workdir, 6, clustering_method="log_snr")
     assert manager.all_steps() == [2, 4]  # The refused resume wrote nothing.
 

@@ -7,6 +7,9 @@ complete checkpoint.
 
 from __future__ import annotations
 
+import os
+import signal
+
 import jax
 import orbax.checkpoint as ocp
 from etils import epath
@@ -27,11 +30,17 @@ def make_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
     )
 
 
+# Fault injection for tests: SIGKILL this process right after the save of this step has started.
+KILL_DURING_SAVE_ENV = "DIFFMTL_TEST_KILL_DURING_SAVE"
+
+
 def save(manager: ocp.CheckpointManager, state: TrainState, meta: dict) -> None:
     """Saves `state` at its step with the JSON-serialisable `meta` (asynchronously)."""
     step = int(jax.device_get(state.step))
     args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
     manager.save(step, args=args, force=True)
+    if os.environ.get(KILL_DURING_SAVE_ENV) == str(step):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def latest_meta(manager: ocp.CheckpointManager) -> dict | None:

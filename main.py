@@ -35,8 +35,11 @@ flags.DEFINE_bool(
     "multihost",
     False,
     "Call jax.distributed.initialize() first: one process per host of a TPU pod or GPU cluster "
-    "(coordinator found from the TPU / SLURM / MPI environment).",
+    "(coordinator found from the TPU / SLURM / MPI environment unless the flags below give it).",
 )
+flags.DEFINE_string("coordinator_address", None, "With --multihost: host:port of process 0.")
+flags.DEFINE_integer("num_processes", None, "With --multihost: number of processes.")
+flags.DEFINE_integer("process_id", None, "With --multihost: this process's index.")
 config_flags.DEFINE_config_file("config", None, "Training configuration file.", lock_config=True)
 flags.mark_flags_as_required(["config"])
 
@@ -55,7 +58,7 @@ def main(argv):
     if FLAGS.multihost:
         import jax
 
-        jax.distributed.initialize()
+        jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     from diffmtl import modes  # Imported late: the flags are parsed before JAX starts.
 
     if FLAGS.dry_run:

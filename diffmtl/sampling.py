@@ -32,7 +32,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from diffmtl import images, sharding
@@ -146,7 +145,5 @@ def generate(sample, params, num_samples: int, batch_size: int, seed: int) -> np
     out = []
     for start in range(0, num_samples, batch_size):
         x = sample(params, seed, np.arange(start, start + batch_size))
-        if jax.process_count() > 1:
-            x = multihost_utils.process_allgather(x, tiled=True)
-        out.append(images.to_uint8(jax.device_get(x)))
+        out.append(images.to_uint8(sharding.to_host(x)))
     return np.concatenate(out)[:num_samples]

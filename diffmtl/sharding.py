@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 BATCH_AXES = ("data", "fsdp")
@@ -64,3 +65,20 @@ def batch_spec(batch_axis: int) -> PartitionSpec:
 
 def batch_sharding(mesh: Mesh, batch_axis: int) -> NamedSharding:
     return NamedSharding(mesh, batch_spec(batch_axis))
+
+
+def to_host(tree):
+    """NumPy copies of a tree of arrays, also when they span other processes' devices.
+
+    Replicated and process-local arrays are read locally; arrays sharded over several processes
+    are gathered from all of them (every process must call this, as with any collective).
+    """
+
+    def fetch(x):
+        if not isinstance(x, jax.Array) or x.is_fully_addressable:
+            return np.asarray(jax.device_get(x))
+        if x.is_fully_replicated:
+            return np.asarray(x.addressable_data(0))
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+    return jax.tree.map(fetch, tree)

@@ -59,7 +59,7 @@ def make_extractor(net: FeatureNetwork, mesh: Mesh, batch_size: int):
             batch = images[start : start + batch_size]
             pad = batch_size - len(batch)
             batch = np.concatenate([batch, np.repeat(images[:1], pad, axis=0)])
-            f, lg = jax.device_get(apply(params, jax.device_put(batch, spec)))
+            f, lg = sharding.to_host(apply(params, jax.device_put(batch, spec)))
             features.append(f[: batch_size - pad])
             logits.append(lg[: batch_size - pad])
         return np.concatenate(features), np.concatenate(logits)

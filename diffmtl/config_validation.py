@@ -141,6 +141,12 @@ def _check_eval(config, num_devices: int, check_files: bool) -> None:
     _require(cfg.every_steps >= 0, "eval.every_steps must be >= 0 (0: only at the end)")
     _require(cfg.num_samples >= 2, f"eval.num_samples={cfg.num_samples} must be >= 2")
     _one_of(cfg.feature_network, NETWORKS, "eval.feature_network")
+    shape = (config.data.image_size, config.data.channels)
+    _require(
+        cfg.feature_network != "fmnist_classifier" or shape == (28, 1),
+        f"eval.feature_network='fmnist_classifier' reads 28x28x1 images, not {shape[0]}x"
+        f"{shape[0]}x{shape[1]}: use eval.feature_network='inception' (with eval.inception_path)",
+    )
     if check_files and cfg.feature_network == "inception":
         _require(
             bool(cfg.inception_path) and epath.Path(cfg.inception_path).is_file(),

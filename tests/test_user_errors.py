@@ -1,0 +1,113 @@
+"""Every user error ends as main.py ends it: exit status 2, one line naming the field or file, no
+traceback, nothing written; an unreadable image met mid-run stops the run the same way after the
+last good checkpoint."""
+
+import gzip
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import FASHION_MNIST_DIR, make_tiny_config
+from diffmtl import checkpointing, input_pipeline, modes, train
+from diffmtl.errors import exit_on_user_error
+
+
+def _set(field, value):
+    def edit(config, tmp_path):
+        section, name = field.split(".")
+        config[section][name] = value
+
+    return edit
+
+
+def _tas(content):
+    def edit(config, tmp_path):
+        config.clustering.method = "gradient"
+        config.clustering.tas_path = str(tmp_path / "tas.npy")
+        if content is not None:
+            (tmp_path / "tas.npy").write_bytes(content)
+
+    return edit
+
+
+def _truncated_idx(config, tmp_path):
+    data = tmp_path / "fmnist"
+    shutil.copytree(FASHION_MNIST_DIR, data)
+    path = data / "train-images-idx3-ubyte.gz"
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    with gzip.open(path, "wb") as f:
+        f.write(raw[:-100])
+    config.data.dir = str(data)
+
+
+CASES = {
+    "k below 1": (_set("clustering.k", 0), "clustering.k=0 must be between 1 and"),
+    "k above T": (_set("clustering.k", 1001), "clustering.k=1001 must be between 1 and"),
+    "batch size": (_set("train.batch_size", 42), "train.batch_size=42 is not divisible by"),
+    "learning rate": (_set("train.learning_rate", 0.0), "train.learning_rate=0.0 must be > 0"),
+    "method": (_set("mtl.method", "magic"), "mtl.method='magic' is unknown"),
+    "cost": (_set("clustering.method", "kmeans"), "clustering.method='kmeans' is unknown"),
+    "schedule": (_set("diffusion.schedule", "sigmoid"), "diffusion.schedule='sigmoid' is unknown"),
+    "weighting": (_set("diffusion.loss_weighting", "edm"), "loss_weighting='edm' is unknown"),
+    "image size": (_set("data.image_size", 27), "data.image_size=27 cannot be halved"),
+    "feature network": (_set("data.channels", 3), "'fmnist_classifier' reads 28x28x1 images"),
+    "missing TAS": (_tas(None), "tas.npy does not exist"),
+    "malformed TAS": (_tas(b"not numpy"), "tas.npy is not a readable .npy array"),
+    "missing data": (_set("data.dir", "/no/such/dir"), "data.dir /no/such/dir does not exist"),
+    "truncated IDX": (_truncated_idx, "train-images-idx3-ubyte.gz is truncated or corrupt"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_each_user_error_exits_2_with_one_line(case, tmp_path, capsys):
+    edit, message = CASES[case]
+    config = make_tiny_config()
+    edit(config, tmp_path)
+    workdir = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        exit_on_user_error(modes.train_mode, config, str(workdir))
+    assert exit_info.value.code == 2
+    stderr = capsys.readouterr().err
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    assert not (workdir / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_an_unreadable_image_mid_run_stops_after_the_last_good_checkpoint(
+    tmp_path, capsys, monkeypatch
+):
+    """200 images, batches of 40: the file at stream position 100 (step 2) is broken."""
+    config = make_tiny_config()
+    config.data.name, config.data.dir = "image_folder", str(tmp_path / "images")
+    config.data.image_size, config.data.channels = 8, 3
+    config.model.attention_resolutions = (4,)
+    config.eval.feature_network = "inception"  # the evaluator is not what this test is about:
+    config.eval.inception_path = str(tmp_path / "stand_in.npz")  # replaced below, never read
+    (tmp_path / "stand_in.npz").write_bytes(b"")
+    monkeypatch.setattr(train.evaluate, "Evaluator", lambda *args: None)
+    config.train.num_train_steps, config.checkpoint_every_steps = 6, 1
+    n = 200
+    order = input_pipeline.epoch_permutation(config.seed, 0, n)
+    position = 100  # batch 2 of 40
+    rng = np.random.default_rng(0)
+    os.makedirs(config.data.dir)
+    for i in range(n):
+        path = os.path.join(config.data.dir, f"{i:03d}.png")
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(path)
+    broken = os.path.join(config.data.dir, f"{order[position]:03d}.png")
+    with open(broken, "wb") as f:
+        f.write(b"\x89PNG truncated")
+
+    with pytest.raises(SystemExit) as exit_info:
+        exit_on_user_error(modes.train_mode, config, str(tmp_path / "run"))
+    assert exit_info.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and f"cannot read image {broken}" in lines[0]
+    manager = checkpointing.make_manager(str(tmp_path / "run"), 10)
+    assert manager.all_steps() == [1, 2]  # every step before the bad batch, saved complete

@@ -190,7 +190,14 @@ def restore_or_initialise(
     if meta is not None:
         resume.check_compatible(meta["config"], config.to_dict(), workdir)
     state = initial_state(config, exp)
-    restored = checkpointing.restore_latest(manager, state)
+    try:
+        restored = checkpointing.restore_latest(manager, state)
+    except (ValueError, KeyError, TypeError) as e:  # what orbax raises for another tree
+        raise UserError(
+            f"the newest checkpoint in {workdir} does not match this version's training state "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:200]}): resume with the code that "
+            "wrote it or use a new workdir"
+        ) from e
     if restored is None:
         return state, None
     state, meta = restored

@@ -115,3 +115,20 @@ def test_a_four_device_checkpoint_resumes_on_two_and_on_one_device(devices, tmp_
         assert int(resumed.step) == 4
         for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(reference), strict=True):
             np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_a_checkpoint_of_another_state_layout_is_refused_in_one_line(tmp_path, devices):
+    """E.g. one written before TrainState gained a field: a UserError, not an orbax traceback."""
+    config = make_tiny_config()
+    exp, state = _experiment_and_state(config, devices)
+    manager = checkpointing.make_manager(str(tmp_path), 2)
+    old = {"step": state.step, "params": state.params}  # an older, smaller state
+    meta = {"data_position": {"epoch": 0, "index": 0}, "config": config.to_dict()}
+    args = checkpointing.ocp.args.Composite(
+        state=checkpointing.ocp.args.StandardSave(old),
+        meta=checkpointing.ocp.args.JsonSave(meta),
+    )
+    manager.save(0, args=args)
+    manager.wait_until_finished()
+    with pytest.raises(UserError, match="does not match this version's training state"):
+        train.restore_or_initialise(config, exp, manager, str(tmp_path))

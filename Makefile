@@ -27,11 +27,15 @@ demo: setup
 	$(PY) main.py --config=configs/fashion_mnist.py --workdir=$(WORKDIR)
 	@echo "Watch or revisit the run with: $(VENV)/bin/tensorboard --logdir $(WORKDIR)"
 
+# Two workers, one test file each at a time: XLA compiles on one core, so the 2-core CI machine
+# runs the suite in about half the time; a file's module fixtures are built once.
+PYTEST = $(PY) -m pytest -q -n 2 --dist loadfile
+
 test: setup
-	$(PY) -m pytest -q tests
+	$(PYTEST) tests
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PYTEST) -m "not slow" tests
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

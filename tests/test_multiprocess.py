@@ -1,10 +1,8 @@
 """Two processes on localhost (jax.distributed, CPU collectives, 2 devices each) train like one
 process with 4 devices: the path a TPU pod takes."""
 
-import os
 import socket
 import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -12,21 +10,13 @@ import pytest
 
 from conftest import make_tiny_config
 from diffmtl import checkpointing, train
+from main_runs import launch, write_tiny_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG = f"""
-import sys
-sys.path.insert(0, {os.path.join(ROOT, "tests")!r})
-from conftest import make_tiny_config
-
-
-def get_config():
-    config = make_tiny_config()
-    config.train.num_train_steps = 3
-    config.checkpoint_every_steps = 3
-    config.task_gradient_cosine_every_steps = 0
-    return config
-"""
+OVERRIDES = {
+    "train.num_train_steps": 3,
+    "checkpoint_every_steps": 3,
+    "task_gradient_cosine_every_steps": 0,
+}
 
 
 def _free_port():
@@ -37,27 +27,18 @@ def _free_port():
 
 @pytest.mark.slow
 def test_two_processes_with_two_devices_equal_one_process_with_four(tmp_path):
-    config_path = tmp_path / "tiny.py"
-    config_path.write_text(CONFIG)
+    config_path = write_tiny_config(tmp_path / "tiny.py", **OVERRIDES)
     workdir = tmp_path / "two_processes"
     port = _free_port()
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    flags = ["--multihost", f"--coordinator_address=localhost:{port}", "--num_processes=2"]
     processes = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "main.py",
-                f"--config={config_path}",
-                f"--workdir={workdir}",
-                "--multihost",
-                f"--coordinator_address=localhost:{port}",
-                "--num_processes=2",
-                f"--process_id={i}",
-            ],
-            cwd=ROOT,
-            env=env,
+        launch(
+            config_path,
+            workdir,
+            *flags,
+            f"--process_id={i}",
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            XLA_FLAGS="--xla_force_host_platform_device_count=2",
         )
         for i in range(2)
     ]
@@ -67,9 +48,8 @@ def test_two_processes_with_two_devices_equal_one_process_with_four(tmp_path):
     assert b"FID_FMNIST" in outputs[0][0]
 
     config = make_tiny_config()
-    config.train.num_train_steps = 3
-    config.checkpoint_every_steps = 3
-    config.task_gradient_cosine_every_steps = 0
+    for name, value in OVERRIDES.items():
+        config.update_from_flattened_dict({name: value})
     one = jax.device_get(train.train_and_evaluate(config, str(tmp_path / "one_process")))
     exp = train.build_experiment(config)
     like = train.initial_state(config, exp)

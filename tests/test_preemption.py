@@ -4,8 +4,6 @@ bitwise equal (CPU) to an uninterrupted one."""
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 
 import jax
@@ -14,30 +12,15 @@ import pytest
 
 from conftest import make_tiny_config
 from diffmtl import checkpointing, train
+from main_runs import launch, write_tiny_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_STEPS = 8
-CONFIG = f"""
-import sys
-sys.path.insert(0, {os.path.join(ROOT, "tests")!r})
-from conftest import make_tiny_config
-
-
-def get_config():
-    config = make_tiny_config()  # the default config, shrunk
-    config.train.num_train_steps = {NUM_STEPS}
-    config.checkpoint_every_steps = 1
-    config.log_every_steps = 1
-    config.task_gradient_cosine_every_steps = 0
-    return config
-"""
-
-
-def _launch(config_path, workdir, **env):
-    cmd = [sys.executable, "main.py", f"--config={config_path}", f"--workdir={workdir}"]
-    return subprocess.Popen(
-        cmd, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+OVERRIDES = {
+    "train.num_train_steps": NUM_STEPS,
+    "checkpoint_every_steps": 1,
+    "log_every_steps": 1,
+    "task_gradient_cosine_every_steps": 0,
+}
 
 
 def _complete_steps(workdir):
@@ -48,7 +31,7 @@ def _complete_steps(workdir):
 
 def _kill_after_step(config_path, workdir, step):
     """Starts the run and SIGKILLs it once the checkpoint of `step` is complete."""
-    process = _launch(config_path, workdir)
+    process = launch(config_path, workdir)
     while process.poll() is None and not any(s >= step for s in _complete_steps(workdir)):
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
@@ -65,9 +48,8 @@ def _final_state(workdir):
 
 @pytest.mark.slow
 def test_killed_three_times_and_during_a_save_the_run_ends_bitwise_equal(tmp_path):
-    config_path = tmp_path / "tiny.py"
-    config_path.write_text(CONFIG)
-    reference = _launch(config_path, tmp_path / "reference")
+    config_path = write_tiny_config(tmp_path / "tiny.py", **OVERRIDES)
+    reference = launch(config_path, tmp_path / "reference")
     assert reference.wait() == 0, reference.stderr.read().decode()[-2000:]
 
     workdir = str(tmp_path / "killed")
@@ -75,10 +57,10 @@ def test_killed_three_times_and_during_a_save_the_run_ends_bitwise_equal(tmp_pat
         _kill_after_step(config_path, workdir, step)
     # The third kill lands while the checkpoint of a later step is being written.
     during = max(_complete_steps(workdir)) + 2
-    process = _launch(config_path, workdir, **{checkpointing.KILL_DURING_SAVE_ENV: str(during)})
+    process = launch(config_path, workdir, **{checkpointing.KILL_DURING_SAVE_ENV: str(during)})
     assert process.wait() == -signal.SIGKILL
     assert max(_complete_steps(workdir)) == during - 1  # the interrupted save is not complete
-    finished = _launch(config_path, workdir)
+    finished = launch(config_path, workdir)
     assert finished.wait() == 0, finished.stderr.read().decode()[-2000:]
     assert _complete_steps(workdir)[-1] == NUM_STEPS
 

@@ -4,6 +4,8 @@
   python main.py --config=configs/fashion_mnist.py --workdir=/tmp/fmnist --config.clustering.k=1
   python main.py --mode=sample --config=configs/fashion_mnist.py --workdir=/tmp/fmnist
   python main.py --mode=evaluate --config=configs/fashion_mnist.py --workdir=/tmp/fmnist
+  python main.py --mode=tas --config=configs/fashion_mnist.py --workdir=/tmp/fmnist  # tas.npy
+  python main.py --mode=ntg --config=configs/fashion_mnist.py --workdir=/tmp/ntg
   python main.py --config=configs/fashion_mnist.py --dry_run --device_memory_gb=16
   python main.py --config=configs/ffhq.py --workdir=gs://bucket/ffhq --multihost  # every host
 
@@ -22,8 +24,9 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard eve
 flags.DEFINE_enum(
     "mode",
     "train",
-    ["train", "sample", "evaluate"],
-    "train (resuming from the workdir's newest checkpoint), or sample / evaluate that checkpoint.",
+    ["train", "sample", "evaluate", "tas", "ntg"],
+    "train (resuming from the workdir's newest checkpoint); sample / evaluate that checkpoint; "
+    "tas: task affinity of the workdir's checkpoints; ntg: negative transfer gap experiment.",
 )
 flags.DEFINE_bool(
     "dry_run", False, "Compile the training step without data and report memory and FLOPs."

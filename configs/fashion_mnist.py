@@ -42,6 +42,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.clustering.method = "uniform"
     config.clustering.k = 5  # Number of clusters (tasks); 1 = vanilla training.
     config.clustering.tas_path = ""  # Task-affinity matrix [T, T] (.npy) for 'gradient'.
+    # (first, last): train only on timesteps first..last, split uniformly into k clusters (a
+    # specialist of the negative transfer gap, --mode=ntg); (): all of 0..T-1.
+    config.clustering.timestep_range = ()
 
     config.mtl = ml_collections.ConfigDict()
     # MTL method over the clusters: 'equal', 'uw', 'pcgrad' or 'nash_mtl'.
@@ -115,4 +118,18 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval.precision_recall_k = 3  # k of the k-NN manifolds (Kynkaanniemi et al.).
     config.eval.val_num_images = 48  # Held-out images of the validation loss (fixed).
     config.eval.val_num_timesteps = 25  # Its timestep grid, evenly spaced over 0..T-1.
+
+    config.analysis = ml_collections.ConfigDict()
+    # Task affinity (--mode=tas): TAS(t1, t2) = cosine of the gradients of L_t1 and L_t2 on the
+    # same images and noise, averaged over checkpoints (analysis/task_affinity.py).
+    config.analysis.tas_steps = ()  # Checkpoint steps to average over; (): all kept ones.
+    config.analysis.tas_num_images = 256  # N training images (a multiple of data devices).
+    config.analysis.tas_num_timesteps = 0  # G grid timesteps, interpolated to T x T (0: all T).
+    config.analysis.tas_projection_dim = 8192  # d of the count sketch; 0: exact (small grids).
+    config.analysis.tas_chunk_size = 4  # Timesteps per backward pass (c x N images at once).
+    config.analysis.seed = 0  # Seeds the images, the noise and the projection.
+    # Negative transfer gap (--mode=ntg): specialists on equal intervals (negative_transfer.py).
+    config.analysis.ntg_num_intervals = 5  # Equal timestep intervals, one specialist each.
+    config.analysis.ntg_num_samples = 2000  # Samples per FID.
+    config.analysis.ntg_sampling_steps = 50  # DDIM steps (eta 0) of the NTG samples.
     return config

@@ -51,11 +51,12 @@ def latest_meta(manager: ocp.CheckpointManager) -> dict | None:
     return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
 
 
-def restore_latest(
-    manager: ocp.CheckpointManager, like: TrainState
+def restore(
+    manager: ocp.CheckpointManager, like: TrainState, step: int | None = None
 ) -> tuple[TrainState, dict] | None:
-    """The newest checkpoint as (state, meta), placed like `like`; None when there is none."""
-    step = manager.latest_step()
+    """Checkpoint `step` (default: the newest) as (state, meta), placed like `like`; None when
+    there is no checkpoint."""
+    step = manager.latest_step() if step is None else step
     if step is None:
         return None
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)

@@ -50,6 +50,18 @@ def _check_clustering(config) -> None:
         cfg.method != "gradient" or bool(cfg.tas_path),
         "clustering.method='gradient' needs clustering.tas_path (a T x T task-affinity .npy file)",
     )
+    if cfg.timestep_range:
+        first, last = (tuple(cfg.timestep_range) + (None, None))[:2]
+        _require(
+            len(cfg.timestep_range) == 2 and 0 <= first <= last < num_timesteps,
+            f"clustering.timestep_range={tuple(cfg.timestep_range)} must be (first, last) with "
+            f"0 <= first <= last < diffusion.num_timesteps={num_timesteps}, or () for all",
+        )
+        _require(
+            cfg.method == "uniform" and last - first + 1 >= cfg.k,
+            f"clustering.timestep_range={tuple(cfg.timestep_range)} needs clustering.method="
+            f"'uniform' and at least clustering.k={cfg.k} timesteps",
+        )
     _one_of(config.mtl.method, sorted(mtl.METHODS), "mtl.method")
     _one_of(config.mtl.grad_dtype, ("float32", "bfloat16"), "mtl.grad_dtype")
     _require(
@@ -169,6 +181,27 @@ def _check_eval(config, num_devices: int, check_files: bool) -> None:
     )
 
 
+def _check_analysis(config, num_devices: int) -> None:
+    cfg, num_timesteps = config.analysis, config.diffusion.num_timesteps
+    _require(cfg.tas_num_images >= 1, "analysis.tas_num_images must be >= 1")
+    _require(
+        cfg.tas_num_timesteps == 0 or 2 <= cfg.tas_num_timesteps <= num_timesteps,
+        f"analysis.tas_num_timesteps={cfg.tas_num_timesteps} must be 0 (all T) or 2..T",
+    )
+    _require(cfg.tas_projection_dim >= 0, "analysis.tas_projection_dim must be >= 0 (0: exact)")
+    _require(cfg.tas_chunk_size >= 1, "analysis.tas_chunk_size must be >= 1")
+    _require(
+        1 <= cfg.ntg_num_intervals <= num_timesteps // config.clustering.k,
+        f"analysis.ntg_num_intervals={cfg.ntg_num_intervals} must be between 1 and T / k = "
+        f"{num_timesteps // config.clustering.k} (each specialist splits its interval into k)",
+    )
+    _require(cfg.ntg_num_samples >= 2, "analysis.ntg_num_samples must be >= 2")
+    _require(
+        1 <= cfg.ntg_sampling_steps <= num_timesteps,
+        "analysis.ntg_sampling_steps must be between 1 and diffusion.num_timesteps",
+    )
+
+
 def validate(config, num_devices: int, check_files: bool = True) -> None:
     """Raises UserError naming the first invalid field of `config` for `num_devices` devices.
 
@@ -181,6 +214,7 @@ def validate(config, num_devices: int, check_files: bool = True) -> None:
     _check_train(config, num_devices)
     _check_sampling(config, num_devices)
     _check_eval(config, num_devices, check_files)
+    _check_analysis(config, num_devices)
     for field in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
         _require(config[field] >= 1, f"{field}={config[field]} must be >= 1")
     _require(config.sample_every_steps >= 0, "sample_every_steps must be >= 0 (0: only at the end)")

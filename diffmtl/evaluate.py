@@ -102,13 +102,15 @@ class Evaluator:
         """Samples 0..n-1 of sampling.seed from `params`: uint8 [n, H, W, C]."""
         return generate(self.sample, params, num_samples, self.config.sampling)
 
+    def quality(self, samples: np.ndarray) -> dict[str, float]:
+        """fid, inception_score(_std), precision, recall of uint8 samples [n, H, W, C]."""
+        k = self.config.eval.precision_recall_k
+        return sample_quality.sample_quality(self.extract, self.reference, samples, k)
+
     def __call__(self, params, num_samples: int) -> tuple[dict[str, float], np.ndarray]:
         """(metrics, samples): eval/{fid, inception_score, precision, recall}, val/loss[...]."""
         samples = self.samples(params, num_samples)
-        quality = sample_quality.sample_quality(
-            self.extract, self.reference, samples, self.config.eval.precision_recall_k
-        )
-        metrics = {f"eval/{name}": value for name, value in quality.items()}
+        metrics = {f"eval/{name}": value for name, value in self.quality(samples).items()}
         losses = self.val_losses(params)
         metrics["val/loss"] = float(np.mean(losses))
         per_cluster = validation.cluster_means(self.val_grid, losses, self.boundaries)

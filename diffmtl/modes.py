@@ -1,4 +1,5 @@
-"""What `main.py --mode=...` runs: train, or sample / evaluate a workdir's newest checkpoint."""
+"""What `main.py --mode=...` runs: train; sample / evaluate a workdir's newest checkpoint; the
+task affinity of its checkpoints (tas) or the negative transfer gap experiment (ntg)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from diffmtl import dry_run as dry_run_lib
 from diffmtl.errors import UserError
 
 
-def _restore_ema_params(config, workdir: str):
+def restore_ema_params(config, workdir: str):
     """(experiment, EMA params, step) of the newest checkpoint in `workdir`; UserError if none."""
     exp = train.build_experiment(config)
     manager = checkpointing.make_manager(workdir, config.keep_checkpoints)
@@ -23,7 +24,7 @@ def _restore_ema_params(config, workdir: str):
 
 def sample(config, workdir: str) -> str:
     """Writes eval.num_samples samples of the newest checkpoint to <workdir>/samples/."""
-    exp, params, step = _restore_ema_params(config, workdir)
+    exp, params, step = restore_ema_params(config, workdir)
     sampler = evaluate.make_sampler(config, exp)
     samples = evaluate.generate(sampler, params, config.eval.num_samples, config.sampling)
     path = evaluate.write_sample_files(
@@ -34,7 +35,7 @@ def sample(config, workdir: str) -> str:
 
 def evaluate_checkpoint(config, workdir: str) -> str:
     """Evaluates the newest checkpoint: metrics.json and validation_loss.png in `workdir`."""
-    exp, params, step = _restore_ema_params(config, workdir)
+    exp, params, step = restore_ema_params(config, workdir)
     evaluator = evaluate.Evaluator(config, exp, workdir)
     metrics, _ = evaluator(params, config.eval.num_samples)
     path = evaluator.write_final(metrics, step)
@@ -56,4 +57,24 @@ def dry_run(config, device_memory_gb: float) -> str:
     return f"fits in {device_memory_gb:g} GiB per device" if device_memory_gb else "done"
 
 
-MODES = {"train": train_mode, "sample": sample, "evaluate": evaluate_checkpoint}
+def task_affinity(config, workdir: str) -> str:
+    """TAS of the workdir's checkpoints: tas.npy and tas.png (analysis/tas_command.py)."""
+    from diffmtl.analysis import tas_command
+
+    return tas_command.task_affinity_of_workdir(config, workdir)
+
+
+def negative_transfer_gap(config, workdir: str) -> str:
+    """Specialists per interval and the NTG per interval (analysis/negative_transfer.py)."""
+    from diffmtl.analysis import negative_transfer
+
+    return negative_transfer.negative_transfer_gap(config, workdir)
+
+
+MODES = {
+    "train": train_mode,
+    "sample": sample,
+    "evaluate": evaluate_checkpoint,
+    "tas": task_affinity,
+    "ntg": negative_transfer_gap,
+}

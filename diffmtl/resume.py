@@ -27,6 +27,7 @@ LOCKED = (
     "diffusion",
     "clustering.method",
     "clustering.k",
+    "clustering.timestep_range",
     "mtl",
     "model",
     "train.batch_size",

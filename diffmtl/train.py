@@ -179,29 +179,39 @@ def initial_state(config, experiment: Experiment) -> TrainState:
     return init(jax.random.PRNGKey(config.seed))
 
 
-def restore_or_initialise(
-    config, exp: Experiment, manager, workdir: str
-) -> tuple[TrainState, input_pipeline.DataPosition | None]:
-    """The newest checkpoint's state and data position, or a fresh state and None.
+def restore_checkpoint(
+    config, exp: Experiment, manager, workdir: str, step: int | None = None
+) -> tuple[TrainState, dict] | None:
+    """Checkpoint `step` (default: the newest) of `workdir` as (state, meta); None if none.
 
-    A checkpoint whose config differs in a locked field (resume.LOCKED) is refused first.
+    A checkpoint whose config differs in a locked field (resume.LOCKED), of another state
+    layout, or with other cluster boundaries is refused in one line (UserError).
     """
     meta = checkpointing.latest_meta(manager)
-    if meta is not None:
-        resume.check_compatible(meta["config"], config.to_dict(), workdir)
-    state = initial_state(config, exp)
+    if meta is None:
+        return None
+    resume.check_compatible(meta["config"], config.to_dict(), workdir)
     try:
-        restored = checkpointing.restore_latest(manager, state)
+        restored = checkpointing.restore(manager, initial_state(config, exp), step)
     except (ValueError, KeyError, TypeError) as e:  # what orbax raises for another tree
         raise UserError(
-            f"the newest checkpoint in {workdir} does not match this version's training state "
+            f"the checkpoint in {workdir} does not match this version's training state "
             f"({type(e).__name__}: {str(e).splitlines()[0][:200]}): resume with the code that "
             "wrote it or use a new workdir"
         ) from e
+    from_config.check_resumed_boundaries(restored[0].boundaries, exp.boundaries, workdir)
+    return restored
+
+
+def restore_or_initialise(
+    config, exp: Experiment, manager, workdir: str
+) -> tuple[TrainState, input_pipeline.DataPosition | None]:
+    """The newest checkpoint's state and data position (restore_checkpoint), or a fresh state
+    and None."""
+    restored = restore_checkpoint(config, exp, manager, workdir)
     if restored is None:
-        return state, None
+        return initial_state(config, exp), None
     state, meta = restored
-    from_config.check_resumed_boundaries(state.boundaries, exp.boundaries, workdir)
     position = input_pipeline.DataPosition(**meta["data_position"])
     logging.info("Resumed from step %d at data position %s", int(state.step), position)
     return state, position

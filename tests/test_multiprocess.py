@@ -53,7 +53,7 @@ def test_two_processes_with_two_devices_equal_one_process_with_four(tmp_path):
     one = jax.device_get(train.train_and_evaluate(config, str(tmp_path / "one_process")))
     exp = train.build_experiment(config)
     like = train.initial_state(config, exp)
-    two, _ = checkpointing.restore_latest(checkpointing.make_manager(str(workdir), 3), like)
+    two, _ = checkpointing.restore(checkpointing.make_manager(str(workdir), 3), like)
     two = jax.device_get(two)
     assert int(two.step) == int(one.step) == 3
     for a, b in zip(jax.tree.leaves(two), jax.tree.leaves(one), strict=True):

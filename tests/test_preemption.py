@@ -42,7 +42,7 @@ def _final_state(workdir):
     config = make_tiny_config()
     exp = train.build_experiment(config)
     like = train.initial_state(config, exp)
-    state, _ = checkpointing.restore_latest(checkpointing.make_manager(workdir, 3), like)
+    state, _ = checkpointing.restore(checkpointing.make_manager(workdir, 3), like)
     return jax.device_get(state)
 
 

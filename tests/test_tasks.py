@@ -11,7 +11,7 @@ from diffmtl import tasks
 @pytest.mark.parametrize("T,k", [(1000, 5), (10, 3), (7, 7), (1000, 1)])
 def test_uniform_boundaries_cover_with_equal_widths(T, k):
     b = tasks.uniform_boundaries(T, k)
-    tasks.check_boundaries(b, T)
+    tasks.check_boundaries(b, 0, T - 1)
     widths = b[:, 1] - b[:, 0] + 1
     assert widths.sum() == T and widths.max() - widths.min() <= 1
 
@@ -21,7 +21,7 @@ def test_uniform_boundaries_cover_with_equal_widths(T, k):
 )
 def test_check_boundaries_rejects_gaps_overlaps_and_wrong_ends(bad):
     with pytest.raises(ValueError):
-        tasks.check_boundaries(np.array(bad), 10)
+        tasks.check_boundaries(np.array(bad), 0, 9)
 
 
 def test_stratified_sampling_counts_ranges_and_reachability():

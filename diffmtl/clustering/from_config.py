@@ -51,16 +51,25 @@ def interval_cost(name: str, abar: np.ndarray, tas_path: str = "") -> np.ndarray
     raise UserError(f"clustering cost {name!r} is unknown; use one of {list(costs.COSTS)}")
 
 
+def timestep_range(config) -> tuple[int, int]:
+    """(first, last) timesteps trained on: clustering.timestep_range, or all of 0..T-1."""
+    if config.clustering.timestep_range:
+        first, last = config.clustering.timestep_range
+        return int(first), int(last)
+    return 0, config.diffusion.num_timesteps - 1
+
+
 def cluster_boundaries(config) -> np.ndarray:
-    """[k, 2] int32 inclusive intervals from config.clustering (method, k, tas_path)."""
+    """[k, 2] int32 inclusive intervals from config.clustering (method, k, tas_path,
+    timestep_range)."""
     cfg = config.clustering
-    num_timesteps = config.diffusion.num_timesteps
+    first, last = timestep_range(config)
     if cfg.method == "uniform":
-        boundaries = tasks.uniform_boundaries(num_timesteps, cfg.k)
+        boundaries = tasks.uniform_boundaries(last - first + 1, cfg.k, first)
     else:
         cost = interval_cost(cfg.method, diffusion.schedule_alphas_cumprod(config), cfg.tas_path)
         boundaries = np.asarray(dp.interval_clustering(cost, cfg.k), np.int32)
-    tasks.check_boundaries(boundaries, num_timesteps)
+    tasks.check_boundaries(boundaries, first, last)
     return boundaries
 
 

@@ -34,17 +34,21 @@ def weighted_sum(task_grads, weights: jax.Array):
     return jax.tree.map(combine, task_grads)
 
 
-def gram_matrix(task_grads) -> jax.Array:
-    """G[i, j] = <g_i, g_j> summed over leaves [k, ...] -> [k, k] float32.
+def gram_matrix(task_grads, other_grads=None) -> jax.Array:
+    """G[i, j] = <g_i, h_j> summed over leaves [k, ...] (h = other_grads [m, ...], default g)
+    -> [k, m] float32.
 
     Under parameter sharding each leaf's product is a per-shard dot product plus a reduction.
     """
+    others = task_grads if other_grads is None else other_grads
 
-    def leaf_gram(g):
-        flat = g.reshape(g.shape[0], -1).astype(jnp.float32)
-        return flat @ flat.T
+    def leaf_gram(g, h):
+        flat_g = g.reshape(g.shape[0], -1).astype(jnp.float32)
+        flat_h = h.reshape(h.shape[0], -1).astype(jnp.float32)
+        return jnp.dot(flat_g, flat_h.T, precision=jax.lax.Precision.HIGHEST)
 
-    return sum(leaf_gram(g) for g in jax.tree.leaves(task_grads))
+    pairs = zip(jax.tree.leaves(task_grads), jax.tree.leaves(others), strict=True)
+    return sum(leaf_gram(g, h) for g, h in pairs)
 
 
 def no_metrics(state) -> dict:

@@ -1,0 +1,7 @@
+"""The paper's two observations, measured on our own checkpoints (PAPER.md section 1).
+
+task_affinity.py: TAS between timestep tasks (O1), projected (sketch.py) or exact;
+tas_command.py: `main.py --mode=tas`, the TAS of a workdir's checkpoints -> tas.npy + heatmaps;
+negative_transfer.py: `main.py --mode=ntg`, specialists per interval and the negative transfer
+gap (O2); plots.py: the figures.
+"""

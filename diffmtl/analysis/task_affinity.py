@@ -1,0 +1,132 @@
+"""Task affinity (PAPER.md section 1, O1): TAS(t1, t2) = cos(grad L_t1, grad L_t2), averaged over
+checkpoints.
+
+Every L_t is the training loss of timestep t on the same N images with the same noise (dropout
+off): L_t(theta) = mean_n loss(x0_n, t, eps_n). The gradients of a chunk of c timesteps are one
+vmapped backward pass over c x N images. Two ways to get the cosines of G timesteps:
+
+  projected (dim = d > 0): each gradient is computed once and kept only as its count sketch
+    (sketch.py), [G, d]; memory O(G d + c x params), G / c backward passes. Error about
+    (1 - TAS^2) / sqrt(d), at most ~sqrt(2 / d) in standard deviation.
+  exact (dim = 0): no projection; the Gram matrix block by block, recomputing chunk j's
+    gradients for every chunk i <= j: memory O(c x params), (G/c)(G/c + 1)/2 passes. For
+    small grids, and to validate the projection.
+
+A grid of G < T timesteps (evenly spaced, 0 and T-1 included) is interpolated linearly along
+both axes to T x T, with the diagonal set to 1 (a task's affinity with itself).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from diffmtl import diffusion as diffusion_lib
+from diffmtl import losses
+from diffmtl.analysis.sketch import CountSketch, apply_count_sketch
+from diffmtl.mtl.base import gram_matrix
+
+# grads(params, x0 [N, H, W, C], noise [N, H, W, C], t [c] int32) -> pytree of [c, *param shape].
+TimestepGradients = Callable[[object, jax.Array, jax.Array, jax.Array], object]
+
+
+def make_timestep_gradients(
+    model: nn.Module, diffusion: diffusion_lib.Diffusion
+) -> TimestepGradients:
+    """grad L_t for each t of a chunk (vmapped: one backward pass over c x N images)."""
+
+    def task_loss(params, x0, noise, t):  # [] = L_t on the N images
+        ts = jnp.full((x0.shape[0],), t, jnp.int32)
+        x_t = diffusion_lib.q_sample(diffusion, x0, ts, noise)
+        out = model.apply({"params": params}, x_t, ts, train=False)
+        return jnp.mean(losses.per_example_loss(diffusion, out, x0, x_t, ts, noise))
+
+    return jax.vmap(jax.grad(task_loss), in_axes=(None, None, None, 0))
+
+
+def flatten_rows(tree) -> jax.Array:
+    """Pytree of [c, ...] leaves -> [c, D], leaves in tree order."""
+    return jnp.concatenate([x.reshape(x.shape[0], -1) for x in jax.tree.leaves(tree)], axis=1)
+
+
+def _chunks(grid: np.ndarray, chunk_size: int) -> list[np.ndarray]:
+    """Consecutive chunks of the grid, the last padded by repeating its final timestep (one
+    compiled shape); callers drop the padding."""
+    out = []
+    for start in range(0, len(grid), chunk_size):
+        chunk = grid[start : start + chunk_size]
+        out.append(np.pad(chunk, (0, chunk_size - len(chunk)), mode="edge").astype(np.int32))
+    return out
+
+
+def _normalise_gram(gram: np.ndarray) -> np.ndarray:
+    """Cosines from a Gram matrix [G, G]: G_ij / sqrt(G_ii G_jj), clipped to [-1, 1]."""
+    norms = np.sqrt(np.maximum(np.diag(gram), 1e-300))
+    return np.clip(gram / np.outer(norms, norms), -1.0, 1.0)
+
+
+def projected_affinity(
+    grads: TimestepGradients,
+    params,
+    x0: jax.Array,
+    noise: jax.Array,
+    grid: np.ndarray,
+    sketch: CountSketch,
+    chunk_size: int,
+) -> np.ndarray:
+    """Cosines [G, G] of the count-sketched gradients of L_t for t in grid [G]."""
+
+    @jax.jit
+    def sketched(params, x0, noise, ts, sketch):  # [c, d]
+        return apply_count_sketch(sketch, flatten_rows(grads(params, x0, noise, ts)))
+
+    rows = [np.asarray(sketched(params, x0, noise, ts, sketch)) for ts in _chunks(grid, chunk_size)]
+    projected = np.concatenate(rows)[: len(grid)].astype(np.float64)  # [G, d]
+    return _normalise_gram(projected @ projected.T)
+
+
+def exact_affinity(
+    grads: TimestepGradients,
+    params,
+    x0: jax.Array,
+    noise: jax.Array,
+    grid: np.ndarray,
+    chunk_size: int,
+) -> np.ndarray:
+    """Cosines [G, G] of the full gradients, one Gram block [c, c] per pair of chunks."""
+
+    @jax.jit
+    def block(params, x0, noise, ts_a, ts_b):  # [c, c] inner products
+        a = grads(params, x0, noise, ts_a)
+        b = a if ts_b is None else grads(params, x0, noise, ts_b)
+        return gram_matrix(a, b)
+
+    chunks = _chunks(grid, chunk_size)
+    size = len(chunks) * chunk_size
+    gram = np.zeros((size, size))
+    for i, ts_i in enumerate(chunks):
+        for j in range(i, len(chunks)):
+            ts_j = None if j == i else chunks[j]
+            values = np.asarray(block(params, x0, noise, ts_i, ts_j), np.float64)
+            rows, cols = (
+                slice(i * chunk_size, (i + 1) * chunk_size),
+                slice(j * chunk_size, (j + 1) * chunk_size),
+            )
+            gram[rows, cols], gram[cols, rows] = values, values.T
+    return _normalise_gram(gram[: len(grid), : len(grid)])
+
+
+def interpolate_to_all_timesteps(tas: np.ndarray, grid: np.ndarray, num_timesteps: int):
+    """TAS on grid [G] x grid -> [T, T]: linear along each axis, diagonal 1, symmetric."""
+    if len(grid) == num_timesteps:
+        return tas
+    weights = np.stack(
+        [np.interp(np.arange(num_timesteps), grid, column) for column in np.eye(len(grid))], 1
+    )  # [T, G]; row t holds the two linear-interpolation weights of t.
+    full = weights @ tas @ weights.T
+    np.fill_diagonal(full, 1.0)
+    return np.clip((full + full.T) / 2, -1.0, 1.0)

@@ -63,13 +63,14 @@ def main(argv):
     num_timesteps = config.diffusion.num_timesteps
     grid = respaced_timesteps(num_timesteps, FLAGS.num_timesteps or num_timesteps)
 
+    num_params = sum(p.size for p in jax.tree.leaves(params))
+    affinity = tas_command.make_affinity(config, exp, num_params)
     start = time.perf_counter()  # one chunk: compile + first backward pass
-    tas_command.affinity_of_params(config, exp, params, x0, noise, grid[: FLAGS.chunk_size])
+    affinity(params, x0, noise, grid[: FLAGS.chunk_size])
     first_chunk = time.perf_counter() - start
     start = time.perf_counter()
-    tas = tas_command.affinity_of_params(config, exp, params, x0, noise, grid)
+    tas = affinity(params, x0, noise, grid)
     seconds = time.perf_counter() - start
-    num_params = sum(p.size for p in jax.tree.leaves(params))
     result = {
         "device": jax.devices()[0].device_kind,
         "num_devices": jax.device_count(),
@@ -89,8 +90,8 @@ def main(argv):
     if FLAGS.error_grid:
         rows = respaced_timesteps(len(grid), FLAGS.error_grid)  # a subset of the grid
         small = grid[rows]
-        exact = tas_command.affinity_of_params(
-            _config(FLAGS.error_grid, 0), exp, params, x0, noise, small
+        exact = tas_command.make_affinity(_config(FLAGS.error_grid, 0), exp, num_params)(
+            params, x0, noise, small
         )
         projected = tas[np.ix_(rows, rows)]
         result["sketch_error"] = {

@@ -98,8 +98,9 @@ def direct(tiny):
 def test_exact_affinity_equals_the_direct_cosines_chunked_or_not(tiny, direct):
     _, exp, params, x0, noise, grid = tiny
     grads = task_affinity.make_timestep_gradients(exp.model, exp.diffusion)
-    whole = task_affinity.exact_affinity(grads, params, x0, noise, grid, chunk_size=len(grid))
-    chunked = task_affinity.exact_affinity(grads, params, x0, noise, grid, chunk_size=4)
+    block = task_affinity.make_gram_block(grads)
+    whole = task_affinity.exact_affinity(block, params, x0, noise, grid, chunk_size=len(grid))
+    chunked = task_affinity.exact_affinity(block, params, x0, noise, grid, chunk_size=4)
     np.testing.assert_allclose(whole, direct, atol=2e-5)
     np.testing.assert_allclose(chunked, whole, atol=2e-5)
     np.testing.assert_allclose(np.diag(whole), 1.0, atol=1e-6)
@@ -114,7 +115,8 @@ def test_projected_affinity_stays_within_its_documented_error(tiny, direct):
     num_params = sum(p.size for p in jax.tree.leaves(params))
     d = 8192
     s = sketch.make_count_sketch(num_params, d, 0)
-    projected = task_affinity.projected_affinity(grads, params, x0, noise, grid, s, chunk_size=4)
+    sketched = task_affinity.make_sketched_gradients(grads)
+    projected = task_affinity.projected_affinity(sketched, params, x0, noise, grid, s, chunk_size=4)
     errors = np.abs(projected - direct)[np.triu_indices(len(grid), 1)]
     assert errors.max() < 4 * np.sqrt(2 / d), errors.max()  # 4 sigma of the bound sqrt(2 / d)
     assert np.sqrt(np.mean(errors**2)) < 2 * np.sqrt(2 / d)

@@ -60,17 +60,27 @@ def checkpoint_steps(config, manager, workdir: str) -> list[int]:
     return wanted
 
 
-def affinity_of_params(config, exp, params, x0, noise, grid) -> np.ndarray:
-    """TAS [G, G] of one parameter set on the grid, projected or exact (analysis.*)."""
+def make_affinity(config, exp: train.Experiment, num_params: int):
+    """affinity(params, x0, noise, grid [G]) -> TAS [G, G], projected or exact (analysis.*);
+    compiled once for every checkpoint."""
     cfg = config.analysis
     grads = task_affinity.make_timestep_gradients(exp.model, exp.diffusion)
     if cfg.tas_projection_dim:
-        num_params = sum(p.size for p in jax.tree.leaves(params))
+        sketched = task_affinity.make_sketched_gradients(grads)
         count_sketch = sketch.make_count_sketch(num_params, cfg.tas_projection_dim, cfg.seed)
-        return task_affinity.projected_affinity(
-            grads, params, x0, noise, grid, count_sketch, cfg.tas_chunk_size
-        )
-    return task_affinity.exact_affinity(grads, params, x0, noise, grid, cfg.tas_chunk_size)
+
+        def projected(params, x0, noise, grid):
+            return task_affinity.projected_affinity(
+                sketched, params, x0, noise, grid, count_sketch, cfg.tas_chunk_size
+            )
+
+        return projected
+    block = task_affinity.make_gram_block(grads)
+
+    def exact(params, x0, noise, grid):
+        return task_affinity.exact_affinity(block, params, x0, noise, grid, cfg.tas_chunk_size)
+
+    return exact
 
 
 def task_affinity_of_workdir(config, workdir: str) -> str:
@@ -82,10 +92,15 @@ def task_affinity_of_workdir(config, workdir: str) -> str:
     num_timesteps = config.diffusion.num_timesteps
     grid = respaced_timesteps(num_timesteps, config.analysis.tas_num_timesteps or num_timesteps)
     x0, noise = affinity_inputs(config, exp)
+    affinity = None
     per_step = []
     for step in steps:
         state, _ = train.restore_checkpoint(config, exp, manager, workdir, step)
-        per_step.append(affinity_of_params(config, exp, state.params, x0, noise, grid))
+        if affinity is None:
+            affinity = make_affinity(
+                config, exp, sum(p.size for p in jax.tree.leaves(state.params))
+            )
+        per_step.append(affinity(state.params, x0, noise, grid))
         logging.info("TAS of step %d done (%.0f s)", step, time.time() - start)
     tas = task_affinity.interpolate_to_all_timesteps(np.mean(per_step, 0), grid, num_timesteps)
     return write_outputs(config, workdir, tas, grid, np.stack(per_step), steps, start)

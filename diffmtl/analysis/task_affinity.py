@@ -69,53 +69,64 @@ def _normalise_gram(gram: np.ndarray) -> np.ndarray:
     return np.clip(gram / np.outer(norms, norms), -1.0, 1.0)
 
 
+def make_sketched_gradients(grads: TimestepGradients) -> Callable:
+    """Jitted (params, x0, noise, t [c], sketch) -> count-sketched gradients [c, d]."""
+
+    @jax.jit
+    def sketched(params, x0, noise, ts, count_sketch):
+        return apply_count_sketch(count_sketch, flatten_rows(grads(params, x0, noise, ts)))
+
+    return sketched
+
+
+def make_gram_block(grads: TimestepGradients) -> Callable:
+    """Jitted (params, x0, noise, t_a [c], t_b [c] or None) -> inner products [c, c] of their
+    gradients (None: t_a with itself, one backward pass)."""
+
+    @jax.jit
+    def block(params, x0, noise, ts_a, ts_b):
+        a = grads(params, x0, noise, ts_a)
+        b = a if ts_b is None else grads(params, x0, noise, ts_b)
+        return gram_matrix(a, b)
+
+    return block
+
+
 def projected_affinity(
-    grads: TimestepGradients,
+    sketched: Callable,
     params,
     x0: jax.Array,
     noise: jax.Array,
     grid: np.ndarray,
-    sketch: CountSketch,
+    count_sketch: CountSketch,
     chunk_size: int,
 ) -> np.ndarray:
-    """Cosines [G, G] of the count-sketched gradients of L_t for t in grid [G]."""
-
-    @jax.jit
-    def sketched(params, x0, noise, ts, sketch):  # [c, d]
-        return apply_count_sketch(sketch, flatten_rows(grads(params, x0, noise, ts)))
-
-    rows = [np.asarray(sketched(params, x0, noise, ts, sketch)) for ts in _chunks(grid, chunk_size)]
+    """Cosines [G, G] of the count-sketched gradients of L_t for t in grid [G]
+    (sketched: make_sketched_gradients)."""
+    chunks = _chunks(grid, chunk_size)
+    rows = [np.asarray(sketched(params, x0, noise, ts, count_sketch)) for ts in chunks]
     projected = np.concatenate(rows)[: len(grid)].astype(np.float64)  # [G, d]
     return _normalise_gram(projected @ projected.T)
 
 
 def exact_affinity(
-    grads: TimestepGradients,
+    block: Callable,
     params,
     x0: jax.Array,
     noise: jax.Array,
     grid: np.ndarray,
     chunk_size: int,
 ) -> np.ndarray:
-    """Cosines [G, G] of the full gradients, one Gram block [c, c] per pair of chunks."""
-
-    @jax.jit
-    def block(params, x0, noise, ts_a, ts_b):  # [c, c] inner products
-        a = grads(params, x0, noise, ts_a)
-        b = a if ts_b is None else grads(params, x0, noise, ts_b)
-        return gram_matrix(a, b)
-
+    """Cosines [G, G] of the full gradients, one Gram block [c, c] per pair of chunks
+    (block: make_gram_block)."""
     chunks = _chunks(grid, chunk_size)
     size = len(chunks) * chunk_size
     gram = np.zeros((size, size))
     for i, ts_i in enumerate(chunks):
+        rows = slice(i * chunk_size, (i + 1) * chunk_size)
         for j in range(i, len(chunks)):
-            ts_j = None if j == i else chunks[j]
-            values = np.asarray(block(params, x0, noise, ts_i, ts_j), np.float64)
-            rows, cols = (
-                slice(i * chunk_size, (i + 1) * chunk_size),
-                slice(j * chunk_size, (j + 1) * chunk_size),
-            )
+            cols = slice(j * chunk_size, (j + 1) * chunk_size)
+            values = np.asarray(block(params, x0, noise, ts_i, None if j == i else chunks[j]))
             gram[rows, cols], gram[cols, rows] = values, values.T
     return _normalise_gram(gram[: len(grid), : len(grid)])
 

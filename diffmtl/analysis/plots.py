@@ -19,7 +19,7 @@ def _save(fig, path: str) -> None:
 
 def plot_task_affinity(path: str, tas: np.ndarray, log_snr: np.ndarray, title: str) -> None:
     """TAS [T, T] as two heatmaps: axes timestep t, and axes log-SNR(t) (as in the paper)."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), gridspec_kw={"wspace": 0.3})
     num_timesteps = tas.shape[0]
     image = axes[0].imshow(
         tas,

@@ -1,0 +1,260 @@
+"""A resumable sweep: rows (config overrides) x seeds, each run trained once and evaluated at
+several checkpoints, recorded in <workdir>/results.json.
+
+For every (row, seed), in seed-major order (a sweep that stops early has whole seeds):
+  1. train <workdir>/runs/<row>/seed_<s> with train.train_and_evaluate, saving a checkpoint at
+     every evaluation step and keeping all of them; its own final evaluation (metrics.json) is
+     the last evaluation step's entry. A killed run resumes from its newest checkpoint.
+  2. evaluate every other evaluation step's checkpoint (EMA params: FID, precision, recall,
+     Inception Score, validation loss) with the same Evaluator, so all steps are comparable.
+results.json is rewritten after each entry, so a stop (a kill, a session ending, stop_after_runs)
+loses at most the entry in progress; a later call skips what it holds. Every run of a seed starts
+from the same parameters and sees the same images in the same order (config.seed), with one step
+budget; rows differ only in their overrides. A row whose clustering.method is 'gradient' reads
+the task affinity (--mode=tas, analysis/tas_command.py) of `tas_row`'s first-seed run, computed
+once when first needed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+
+import jax
+import ml_collections
+from absl import logging
+from etils import epath
+
+from diffmtl import checkpointing, evaluate, sharding, train
+from diffmtl.analysis import tas_command
+from diffmtl.errors import UserError
+from diffmtl.metrics import features
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One table row: `overrides` maps dotted config fields to values ('mtl.method': 'uw')."""
+
+    name: str
+    label: str
+    group: str
+    overrides: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What every run of the sweep shares (recorded in results.json; a resume must match)."""
+
+    seeds: tuple[int, ...]
+    num_train_steps: int
+    eval_steps: tuple[int, ...]  # Ascending; the last is num_train_steps.
+    num_samples: int  # Samples per FID / precision / recall.
+    tas_row: str = "vanilla"  # Whose first-seed run gives the gradient rows their TAS.
+    tas_overrides: tuple = ()  # (dotted field, value) pairs of the TAS computation.
+
+
+def eval_steps(num_train_steps: int, num_evals: int) -> tuple[int, ...]:
+    """`num_evals` evenly spaced steps ending at num_train_steps, e.g. (200, 400, 600, 800)."""
+    if not 1 <= num_evals <= num_train_steps or num_train_steps % num_evals:
+        raise UserError(
+            f"num_evals={num_evals} must divide num_train_steps={num_train_steps} (evaluations "
+            "are evenly spaced checkpoints)"
+        )
+    every = num_train_steps // num_evals
+    return tuple(every * (i + 1) for i in range(num_evals))
+
+
+def override(config: ml_collections.ConfigDict, fields) -> ml_collections.ConfigDict:
+    """A copy of `config` with dotted fields set ({'clustering.k': 5} or (name, value) pairs)."""
+    config = config.copy_and_resolve_references()
+    items = fields.items() if isinstance(fields, dict) else fields
+    with config.unlocked():
+        for name, value in items:
+            *parents, leaf = name.split(".")
+            node = config
+            for parent in parents:
+                node = node[parent]
+            if leaf not in node:
+                raise UserError(f"sweep override {name!r} is not a config field")
+            node[leaf] = value
+    return config
+
+
+def run_name(row: Row, seed: int) -> str:
+    return f"{row.name}/seed_{seed}"
+
+
+def run_dir(workdir: str, row: Row, seed: int) -> str:
+    return os.path.join(workdir, "runs", row.name, f"seed_{seed}")
+
+
+def tas_path(workdir: str, rows: list[Row], settings: Settings) -> str:
+    source = next(row for row in rows if row.name == settings.tas_row)
+    return os.path.join(run_dir(workdir, source, settings.seeds[0]), "tas.npy")
+
+
+def run_config(base, row: Row, seed: int, settings: Settings, workdir: str, rows: list[Row]):
+    """The config of (row, seed): `base` + the row's overrides + the sweep's shared fields."""
+    config = override(base, row.overrides)
+    every = settings.eval_steps[0]
+    shared = {
+        "seed": seed,
+        "train.num_train_steps": settings.num_train_steps,
+        "checkpoint_every_steps": every,
+        "keep_checkpoints": len(settings.eval_steps),
+        "eval.every_steps": 0,
+        "eval.num_samples": settings.num_samples,
+        "eval.reference_path": evaluate.reference_path(base, workdir),
+    }
+    if config.clustering.method == "gradient":
+        shared["clustering.tas_path"] = tas_path(workdir, rows, settings)
+    return override(config, shared)
+
+
+def check_rows(rows: list[Row], settings: Settings) -> None:
+    """One-line refusals of a sweep that cannot run, before anything is trained."""
+    names = [row.name for row in rows]
+    if len(set(names)) != len(names):
+        raise UserError(f"sweep rows must have distinct names, got {names}")
+    gradient = [row.name for row in rows if row.overrides.get("clustering.method") == "gradient"]
+    if gradient and settings.tas_row not in names[: names.index(gradient[0])]:
+        raise UserError(
+            f"rows {gradient} need the TAS of row {settings.tas_row!r}: list it before them"
+        )
+    steps = settings.eval_steps
+    if list(steps) != sorted(set(steps)) or steps[-1] != settings.num_train_steps:
+        raise UserError(f"eval_steps {steps} must ascend and end at {settings.num_train_steps}")
+    if any(step % steps[0] for step in steps):
+        raise UserError(f"eval_steps {steps} must be multiples of the first (checkpoint cadence)")
+
+
+class Results:
+    """results.json: {'settings': ..., 'runs': {'<row>/seed_<s>': {row, seed, boundaries,
+    train_seconds, evals: {'<step>': {fid, precision, recall, inception_score, val_loss}}}}}."""
+
+    def __init__(self, workdir: str, settings: Settings):
+        self.path = epath.Path(workdir) / "results.json"
+        recorded = dataclasses.asdict(settings)
+        recorded = json.loads(json.dumps(recorded))  # tuples -> lists, as stored
+        if self.path.exists():
+            self.data = json.loads(self.path.read_text())
+            if self.data["settings"] != recorded:
+                raise UserError(
+                    f"{self.path} was written by a sweep with other settings "
+                    f"({self.data['settings']}): rerun with those or use a new --workdir"
+                )
+        else:
+            self.data = {"settings": recorded, "runs": {}}
+
+    def finished(self, name: str) -> bool:
+        """Whether run `name` holds every evaluation step."""
+        evals = self.data["runs"].get(name, {}).get("evals", {})
+        return all(str(step) in evals for step in self.data["settings"]["eval_steps"])
+
+    def run(self, name: str) -> dict:
+        """Run `name`'s record (created empty), updated in place by the caller."""
+        return self.data["runs"].setdefault(name, {"evals": {}})
+
+    def save(self) -> None:
+        if jax.process_index() == 0:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            partial = self.path.parent / (self.path.name + ".partial")
+            partial.write_text(json.dumps(self.data, indent=2))
+            partial.replace(self.path)  # Atomic: a kill leaves the old or the new file.
+
+
+def _entry(metrics: dict) -> dict:
+    """The recorded subset of an Evaluator's metrics."""
+    names = {
+        "eval/fid": "fid",
+        "eval/precision": "precision",
+        "eval/recall": "recall",
+        "eval/inception_score": "inception_score",
+        "val/loss": "val_loss",
+    }
+    return {short: float(metrics[long]) for long, short in names.items() if long in metrics}
+
+
+def train_run(config, directory: str, record: dict) -> None:
+    """Trains (or finishes) one run; records the final step's evaluation from its metrics.json."""
+    start = time.perf_counter()
+    train.train_and_evaluate(config, directory)
+    final = json.loads((epath.Path(directory) / "metrics.json").read_text())
+    record["evals"][str(final["step"])] = _entry(final["metrics"])
+    record["train_seconds"] = record.get("train_seconds", 0.0) + time.perf_counter() - start
+
+
+def evaluate_checkpoints(config, directory: str, record: dict, steps, save) -> None:
+    """Evaluates the run's checkpoints at `steps` missing from record['evals'], saving each."""
+    missing = [step for step in steps if str(step) not in record["evals"]]
+    if not missing:
+        return
+    exp = train.build_experiment(config)
+    manager = checkpointing.make_manager(directory, config.keep_checkpoints)
+    evaluator = evaluate.Evaluator(config, exp, directory)
+    for step in missing:
+        state, _ = train.restore_checkpoint(config, exp, manager, directory, step)
+        metrics, _ = evaluator(state.ema_params, config.eval.num_samples)
+        record["evals"][str(step)] = _entry(metrics)
+        save()
+        logging.info("sweep: %s step %d: %s", directory, step, evaluator.headline(metrics))
+
+
+def ensure_reference(base, workdir: str) -> str:
+    """The FID reference every run shares: base's eval.reference_path, or one made once from the
+    data into `workdir` (what a run's validation requires to exist)."""
+    path = evaluate.reference_path(base, workdir)
+    if not epath.Path(path).exists():
+        mesh = sharding.make_mesh(base.mesh.data, base.mesh.fsdp, jax.devices())
+        net = features.make_feature_network(base.eval)
+        extract = features.make_extractor(net, mesh, base.eval.batch_size)
+        evaluate.load_or_make_reference(base, extract, workdir)
+    return path
+
+
+def ensure_tas(config, directory: str, overrides) -> None:
+    """Computes <directory>/tas.npy from that run's checkpoints unless it exists."""
+    if not (epath.Path(directory) / "tas.npy").exists():
+        print(tas_command.task_affinity_of_workdir(override(config, overrides), directory))
+
+
+def run_sweep(
+    base, rows: list[Row], settings: Settings, workdir: str, stop_after_runs: int = 0
+) -> Results:
+    """Trains and evaluates what results.json lacks; stops after `stop_after_runs` runs that
+    did work (0: none), for a sweep spread over sessions. Returns the (possibly partial) results."""
+    check_rows(rows, settings)
+    results = Results(workdir, settings)
+    ensure_reference(base, workdir)
+    plan = [(seed, row) for seed in settings.seeds for row in rows]
+    steps = settings.eval_steps
+    done_now, start = 0, time.perf_counter()
+    for index, (seed, row) in enumerate(plan):
+        if results.finished(run_name(row, seed)):
+            continue
+        if stop_after_runs and done_now == stop_after_runs:
+            print(f"sweep: stopped after {done_now} runs; rerun the same command to go on")
+            break
+        record = results.run(run_name(row, seed))
+        config = run_config(base, row, seed, settings, workdir, rows)
+        directory = run_dir(workdir, row, seed)
+        elapsed = time.perf_counter() - start
+        print(f"sweep: [{index + 1}/{len(plan)}] {row.name} seed {seed} ({elapsed:.0f} s)")
+        if config.clustering.method == "gradient":
+            source = next(r for r in rows if r.name == settings.tas_row)
+            source_dir = run_dir(workdir, source, settings.seeds[0])
+            source_config = run_config(base, source, settings.seeds[0], settings, workdir, rows)
+            ensure_tas(source_config, source_dir, settings.tas_overrides)
+        record.update(row=row.name, seed=seed)
+        if str(settings.num_train_steps) not in record["evals"]:
+            train_run(config, directory, record)
+            clusters = json.loads((epath.Path(directory) / "clusters.json").read_text())
+            record["boundaries"] = clusters["intervals"]
+            results.save()
+        evaluate_checkpoints(config, directory, record, steps, results.save)
+        done_now += 1
+        fids = ", ".join(f"{step} {record['evals'][str(step)]['fid']:.2f}" for step in steps)
+        print(f"sweep: {row.name} seed {seed} done: FID at steps {fids}")
+    return results

@@ -1,0 +1,155 @@
+"""The report of a sweep's results.json: per-row means and seed spread, paired differences with
+the baseline row, steps to reach the baseline's final FID, a markdown table and convergence plot.
+
+Statistics over seeds: mean and sample standard deviation (ddof 1; 0 with one seed). Paired
+differences use the seeds both rows finished: every seed starts both rows from the same
+parameters and data order, so dFID_s = FID(row, s) - FID(baseline, s) removes the part of the
+seed-to-seed spread the two runs share.
+"""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from etils import epath  # noqa: E402
+
+from diffmtl.analysis import sweep  # noqa: E402
+
+METRICS = ("fid", "precision", "recall")
+
+
+def _spread(values) -> list[float]:
+    """[mean, sample std] of `values` (std 0 for one value)."""
+    values = np.asarray(values, np.float64)
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return [float(np.mean(values)), std]
+
+
+def finished_evals(data: dict, row: str, final_step: int) -> dict[int, dict]:
+    """seed -> {step: entry} of the row's runs that reached the final step."""
+    out = {}
+    for record in data["runs"].values():
+        if record.get("row") == row and str(final_step) in record["evals"]:
+            out[record["seed"]] = {int(s): e for s, e in record["evals"].items()}
+    return out
+
+
+def steps_to_reach(steps, curve, target: float) -> float | None:
+    """First step at which the piecewise-linear `curve` (over `steps`) is <= target; None if it
+    never is. Reached at the first step already: that step (an upper bound)."""
+    for i, (step, value) in enumerate(zip(steps, curve, strict=True)):
+        if value <= target:
+            if i == 0:
+                return float(step)
+            prev_step, prev = steps[i - 1], curve[i - 1]
+            return float(prev_step + (step - prev_step) * (prev - target) / (prev - value))
+    return None
+
+
+def summarize(data: dict, rows: list[sweep.Row]) -> dict:
+    """Per row: seeds, final mean/std of each metric, the mean FID curve, the paired FID
+    difference with the baseline (the first row) and the steps to reach its final mean FID."""
+    settings, baseline = data["settings"], rows[0].name
+    steps, final = settings["eval_steps"], settings["num_train_steps"]
+    base = finished_evals(data, baseline, final)
+    target = np.mean([evals[final]["fid"] for evals in base.values()]) if base else None
+    summary = {}
+    for row in rows:
+        evals = finished_evals(data, row.name, final)
+        if not evals:
+            continue
+        seeds = sorted(evals)
+        curve = [float(np.mean([evals[s][step]["fid"] for s in seeds])) for step in steps]
+        entry = {
+            "label": row.label,
+            "group": row.group,
+            "seeds": seeds,
+            "final": {m: _spread([evals[s][final][m] for s in seeds]) for m in METRICS},
+            "fid_curve": curve,
+        }
+        paired = [s for s in seeds if s in base]
+        if paired and row.name != baseline:
+            deltas = [evals[s][final]["fid"] - base[s][final]["fid"] for s in paired]
+            relative = [
+                100 * d / base[s][final]["fid"] for d, s in zip(deltas, paired, strict=True)
+            ]
+            entry["paired_fid_delta"] = _spread(deltas)
+            entry["paired_fid_delta_percent"] = _spread(relative)
+            entry["paired_wins"] = [int(sum(d < 0 for d in deltas)), len(paired)]
+        if target is not None:
+            entry["steps_to_baseline_final_fid"] = steps_to_reach(steps, curve, target)
+        summary[row.name] = entry
+    return summary
+
+
+def _cell(pair, digits: int) -> str:
+    return f"{pair[0]:.{digits}f} ± {pair[1]:.{digits}f}"
+
+
+def markdown_table(summary: dict, final_step: int) -> str:
+    """One line per row: FID, precision, recall (mean ± sd), paired dFID vs the baseline (the
+    first row), wins, and the steps to the baseline's final FID."""
+    baseline = next(iter(summary.values()))["label"]
+    lines = [
+        f"| row | seeds | FID_FMNIST | precision | recall | paired dFID vs {baseline} (%) | wins "
+        f"| steps to {baseline}'s FID@{final_step} |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for entry in summary.values():
+        final = entry["final"]
+        delta, wins = "", ""
+        if "paired_fid_delta" in entry:
+            pct = entry["paired_fid_delta_percent"]
+            delta = f"{_cell(entry['paired_fid_delta'], 2)} ({pct[0]:+.1f}%)"
+            wins = "{}/{}".format(*entry["paired_wins"])
+        reach = entry.get("steps_to_baseline_final_fid")
+        reach = "not reached" if reach is None else f"{reach:.0f}"
+        lines.append(
+            f"| {entry['label']} | {len(entry['seeds'])} | {_cell(final['fid'], 2)} "
+            f"| {_cell(final['precision'], 3)} | {_cell(final['recall'], 3)} | {delta} | {wins} "
+            f"| {reach} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_convergence(path: str, data: dict, summary: dict) -> None:
+    """Mean FID against training step per row, one panel per row group, min-max band over seeds;
+    the baseline (the first row, dashed) in every panel."""
+    steps, baseline = data["settings"]["eval_steps"], next(iter(summary))
+    groups = list(dict.fromkeys(entry["group"] for entry in summary.values()))
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4.2), squeeze=False)
+    for ax, group in zip(axes[0], groups, strict=True):
+        for name, entry in summary.items():
+            if entry["group"] != group and name != baseline:
+                continue
+            evals = finished_evals(data, name, steps[-1])
+            fids = np.array([[evals[s][step]["fid"] for step in steps] for s in entry["seeds"]])
+            style = {"color": "black", "linestyle": "--"} if name == baseline else {}
+            ax.plot(steps, entry["fid_curve"], marker="o", label=entry["label"], **style)
+            ax.fill_between(steps, fids.min(0), fids.max(0), alpha=0.15, **style)
+        ax.set(xlabel="training step", ylabel="FID_FMNIST (EMA)", title=f"{group} rows")
+        ax.legend(fontsize=8)
+    with epath.Path(path).open("wb") as f:
+        fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def write_report(workdir: str, rows: list[sweep.Row], results: sweep.Results) -> str:
+    """Adds the summary to results.json; writes results.md and convergence.png; returns the
+    table."""
+    data = results.data
+    summary = summarize(data, rows)
+    data["summary"] = summary
+    results.save()
+    final = data["settings"]["num_train_steps"]
+    table = markdown_table(summary, final)
+    (epath.Path(workdir) / "results.md").write_text(table + "\n")
+    if summary:
+        plot_convergence(os.path.join(workdir, "convergence.png"), data, summary)
+    return table

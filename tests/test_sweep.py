@@ -1,0 +1,169 @@
+"""The sweep behind benchmarks/reproduce_table1.py: settings checks, statistics, and a tiny
+two-row sweep stopped after one run, damaged as a kill mid-evaluation would leave it, resumed."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from benchmarks import reproduce_table1
+from conftest import make_tiny_config
+from diffmtl import train
+from diffmtl.analysis import sweep, sweep_report
+from diffmtl.errors import UserError
+
+VANILLA = sweep.Row("vanilla", "vanilla", "core", {"clustering.k": 1, "mtl.method": "equal"})
+ANT_UW = sweep.Row(
+    "ant_uw",
+    "ANT-UW",
+    "core",
+    {"clustering.k": 2, "clustering.method": "log_snr", "mtl.method": "uw"},
+)
+# The tiny config's own programs (k = 5; cluster bounds are state, not code): a warm compile
+# cache (other tests) makes the sweep test below fast.
+STRATIFIED = sweep.Row("stratified", "stratified", "core", {"clustering.method": "log_snr"})
+UW_TIMESTEP = sweep.Row(
+    "ant_uw", "ANT-UW", "core", {"clustering.method": "timestep", "mtl.method": "uw"}
+)
+
+
+def _settings(**fields):
+    defaults = dict(seeds=(0,), num_train_steps=4, eval_steps=(2, 4), num_samples=8)
+    return sweep.Settings(**{**defaults, **fields})
+
+
+def test_eval_steps_are_evenly_spaced_and_must_divide_the_budget():
+    assert sweep.eval_steps(600, 3) == (200, 400, 600)
+    assert sweep.eval_steps(5, 1) == (5,)
+    with pytest.raises(UserError, match="must divide"):
+        sweep.eval_steps(10, 3)
+
+
+@pytest.mark.parametrize(
+    "rows, settings, message",
+    [
+        ([VANILLA, VANILLA], _settings(), "distinct names"),
+        (
+            [sweep.Row("g", "g", "core", {"clustering.method": "gradient"}), VANILLA],
+            _settings(),
+            "list it before them",
+        ),
+        ([VANILLA], _settings(eval_steps=(2, 3)), "must ascend and end at 4"),
+        ([VANILLA], _settings(eval_steps=(3, 4)), "multiples of the first"),
+    ],
+)
+def test_sweeps_that_cannot_run_are_refused_before_training(rows, settings, message):
+    with pytest.raises(UserError, match=message):
+        sweep.check_rows(rows, settings)
+
+
+def test_overrides_must_name_config_fields():
+    config = sweep.override(make_tiny_config(), {"clustering.k": 3})
+    assert config.clustering.k == 3 and make_tiny_config().clustering.k != 3
+    with pytest.raises(UserError, match="'clustering.kk' is not a config field"):
+        sweep.override(config, {"clustering.kk": 3})
+
+
+def test_the_table_rows_are_the_issues_and_vanilla_gives_the_gradient_rows_their_tas():
+    rows = reproduce_table1.table1_rows()
+    names = [row.name for row in rows]
+    assert names[0] == "vanilla"
+    assert {"stratified", "ant_uw", "ant_nash", "ant_pcgrad", "p2", "min_snr"} <= set(names)
+    methods = {row.overrides.get("clustering.method") for row in rows if row.group == "clustering"}
+    assert methods == {"timestep", "snr", "gradient"}
+    assert sorted(row.overrides["clustering.k"] for row in rows if row.group == "k") == [2, 8]
+    sweep.check_rows(rows, _settings())
+
+
+def test_rows_of_one_seed_start_from_the_same_parameters(tmp_path):
+    base, settings = make_tiny_config(), _settings()
+    sweep.ensure_reference(base, str(tmp_path))
+    params = []
+    for row in (VANILLA, ANT_UW):
+        config = sweep.run_config(base, row, 0, settings, str(tmp_path), [VANILLA, ANT_UW])
+        params.append(train.initial_state(config, train.build_experiment(config)).params)
+    jax.tree.map(np.testing.assert_array_equal, *params)
+
+
+def test_steps_to_reach_interpolates_linearly_between_evaluations():
+    steps = [100, 200, 300]
+    assert sweep_report.steps_to_reach(steps, [50.0, 30.0, 20.0], 40.0) == 150.0
+    assert sweep_report.steps_to_reach(steps, [50.0, 30.0, 20.0], 60.0) == 100.0
+    assert sweep_report.steps_to_reach(steps, [50.0, 30.0, 20.0], 10.0) is None
+
+
+def _fake_results(fids: dict) -> dict:
+    """results.json data with FIDs {row: [[per step] per seed]}; precision/recall derived."""
+    runs = {}
+    for row, per_seed in fids.items():
+        for seed, curve in enumerate(per_seed):
+            evals = {
+                str(step): {"fid": f, "precision": f / 100, "recall": f / 200}
+                for step, f in zip((2, 4), curve, strict=True)
+            }
+            runs[f"{row}/seed_{seed}"] = {"row": row, "seed": seed, "evals": evals}
+    return {"settings": {"eval_steps": [2, 4], "num_train_steps": 4}, "runs": runs}
+
+
+def test_the_summary_is_mean_and_sample_std_with_paired_differences():
+    vanilla = [[80.0, 60.0], [90.0, 64.0], [70.0, 62.0]]
+    uw = [[60.0, 50.0], [85.0, 66.0], [65.0, 55.0]]
+    data = _fake_results({"vanilla": vanilla, "ant_uw": uw})
+    data["runs"]["ant_uw/seed_3"] = {"row": "ant_uw", "seed": 3, "evals": {"2": {"fid": 1.0}}}
+    summary = sweep_report.summarize(data, [VANILLA, ANT_UW])
+    uw_final, vanilla_final = np.array(uw)[:, 1], np.array(vanilla)[:, 1]
+    entry = summary["ant_uw"]
+    assert entry["seeds"] == [0, 1, 2]  # seed 3 never reached the final step
+    np.testing.assert_allclose(entry["final"]["fid"], [uw_final.mean(), uw_final.std(ddof=1)])
+    deltas = uw_final - vanilla_final
+    np.testing.assert_allclose(entry["paired_fid_delta"], [deltas.mean(), deltas.std(ddof=1)])
+    assert entry["paired_wins"] == [2, 3]
+    np.testing.assert_allclose(entry["fid_curve"], np.array(uw).mean(0))
+    target = vanilla_final.mean()  # 62: between uw's mean 70 at step 2 and 57 at step 4
+    expected = 2 + 2 * (np.array(uw).mean(0)[0] - target) / (np.array(uw).mean(0)[0] - 57.0)
+    np.testing.assert_allclose(entry["steps_to_baseline_final_fid"], expected)
+    assert "paired_fid_delta" not in summary["vanilla"]
+    table = sweep_report.markdown_table(summary, 4).splitlines()
+    assert len(table) == 2 + 2 and table[3].startswith("| ANT-UW | 3 | 57.00 ± ")
+
+
+def test_results_of_other_settings_are_refused(tmp_path):
+    sweep.Results(str(tmp_path), _settings()).save()
+    sweep.Results(str(tmp_path), _settings())  # the same settings resume
+    with pytest.raises(UserError, match="other settings"):
+        sweep.Results(str(tmp_path), _settings(num_samples=16))
+
+
+def test_a_stopped_and_damaged_sweep_resumes_to_the_same_results(tmp_path):
+    base = sweep.override(make_tiny_config(), {"task_gradient_cosine_every_steps": 0})
+    settings, rows = _settings(), [STRATIFIED, UW_TIMESTEP]
+    workdir = str(tmp_path)
+    first = sweep.run_sweep(base, rows, settings, workdir, stop_after_runs=1)
+    assert list(first.data["runs"]) == ["stratified/seed_0"]
+    stratified = first.data["runs"]["stratified/seed_0"]
+    assert set(stratified["evals"]) == {"2", "4"} and len(stratified["boundaries"]) == 5
+    run_dir = tmp_path / "runs" / "stratified" / "seed_0"
+    saved = (run_dir / "checkpoints" / "4").stat().st_mtime_ns
+    # A kill before the entries were written: both lost (the final one retrains nothing).
+    stored = json.loads((tmp_path / "results.json").read_text())
+    expected = stored["runs"]["stratified/seed_0"].pop("evals")
+    stored["runs"]["stratified/seed_0"]["evals"] = {}
+    (tmp_path / "results.json").write_text(json.dumps(stored))
+
+    resumed = sweep.run_sweep(base, rows, settings, workdir)
+    evals = resumed.data["runs"]["stratified/seed_0"]["evals"]
+    for step in ("2", "4"):
+        for name, value in expected[step].items():
+            np.testing.assert_allclose(evals[step][name], value, rtol=1e-5, err_msg=step + name)
+    assert (run_dir / "checkpoints" / "4").stat().st_mtime_ns == saved  # not trained again
+    uw = resumed.data["runs"]["ant_uw/seed_0"]
+    assert set(uw["evals"]) == {"2", "4"} and uw["boundaries"] != stratified["boundaries"]
+    assert evals["2"]["fid"] != evals["4"]["fid"]
+
+    table = sweep_report.write_report(workdir, rows, resumed)
+    assert len(table.splitlines()) == 4 and (tmp_path / "convergence.png").exists()
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert set(on_disk["summary"]) == {"stratified", "ant_uw"}
+    assert on_disk["summary"]["ant_uw"]["paired_wins"][1] == 1
+    assert (tmp_path / "results.md").read_text().strip() == table

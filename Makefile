@@ -29,7 +29,7 @@ demo: setup
 
 # Two workers, one test file each at a time: XLA compiles on one core, so the 2-core CI machine
 # runs the suite in about half the time; a file's module fixtures are built once.
-PYTEST = $(PY) -m pytest -q -n 2 --dist loadfile
+PYTEST = $(PY) -m pytest -q -n 2 --dist loadfile --durations=25
 
 test: setup
 	$(PYTEST) tests

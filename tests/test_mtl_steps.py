@@ -1,0 +1,77 @@
+"""The MTL methods inside the jitted step: 4 devices equal 1, bfloat16 cluster gradients, and
+that thirty steps of each method lower the loss. Split from test_train_step.py so that the two
+heaviest step files run on different pytest-xdist workers.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from train_steps import assert_same_training, config_for, run_steps
+
+from conftest import make_tiny_config
+from diffmtl import input_pipeline, steps, train
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["uw", "pcgrad", "nash_mtl"])
+def test_mtl_methods_on_four_devices_equal_one_device(devices, method):
+    """Two steps: Nash-MTL solves for alpha at step 0 and reuses it at step 1."""
+    config = config_for(method=method)
+    config.mtl.nash_update_every = 2
+    four = run_steps(config, devices)
+    one = run_steps(config, devices[:1])
+    assert_same_training(four, one)
+    mtl_four, mtl_one = (r[0].opt_state[0] for r in (four, one))
+    for a, b in zip(jax.tree.leaves(mtl_four), jax.tree.leaves(mtl_one), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    if method != "pcgrad":  # PCGrad's weights move only when cluster gradients conflict.
+        assert not np.allclose(four[1]["loss_weights"], 1 / 5)
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        "equal",
+        "uw",
+        pytest.param("pcgrad", marks=pytest.mark.slow),
+        pytest.param("nash_mtl", marks=pytest.mark.slow),
+    ],
+)
+def test_thirty_steps_lower_the_loss(devices, method):
+    config = make_tiny_config()
+    config.model.dropout = 0.0
+    config.mtl.method = method
+    exp = train.build_experiment(config, devices)
+    state = train.initial_state(config, exp)
+    data = input_pipeline.GlobalBatchIterator(exp.source, config.seed, exp.layout, exp.mesh)
+    loss_fn = steps.make_per_example_loss(exp.model, exp.diffusion, exp.mesh)
+    fixed = next(data)[0]  # [k, N, 28, 28, 1]
+    k, n = fixed.shape[:2]
+    t = jnp.tile(jnp.linspace(0, 999, n).astype(jnp.int32), (k, 1))
+    noise = jax.random.normal(jax.random.PRNGKey(7), fixed.shape)
+    keys = jax.random.split(jax.random.PRNGKey(8), k * n).reshape(k, n, -1)
+
+    @jax.jit
+    def mean_loss(params):
+        return jnp.mean(loss_fn(params, fixed, t, noise, keys))
+
+    def eval_loss(params):
+        return float(mean_loss(params))
+
+    before = eval_loss(state.params)
+    for step in range(30):
+        with_task_grads = exp.method.needs_task_grads(step, config.mtl)
+        state, _ = exp.train_step[with_task_grads](state, next(data))
+    after = eval_loss(state.params)
+    assert after < 0.7 * before, (before, after)
+
+
+@pytest.mark.slow
+def test_bfloat16_task_gradients_track_float32(devices):
+    config = config_for(method="pcgrad")
+    config.mtl.grad_dtype = "bfloat16"
+    low = run_steps(config, devices[:1])
+    high = run_steps(config_for(method="pcgrad"), devices[:1])
+    for a, b in zip(jax.tree.leaves(low[0].params), jax.tree.leaves(high[0].params), strict=True):
+        np.testing.assert_allclose(a, b, atol=2e-3)  # Two AdamW steps of lr 1e-3.

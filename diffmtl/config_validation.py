@@ -181,7 +181,7 @@ def _check_eval(config, num_devices: int, check_files: bool) -> None:
     )
 
 
-def _check_analysis(config, num_devices: int) -> None:
+def _check_analysis(config) -> None:
     cfg, num_timesteps = config.analysis, config.diffusion.num_timesteps
     _require(cfg.tas_num_images >= 1, "analysis.tas_num_images must be >= 1")
     _require(
@@ -214,7 +214,7 @@ def validate(config, num_devices: int, check_files: bool = True) -> None:
     _check_train(config, num_devices)
     _check_sampling(config, num_devices)
     _check_eval(config, num_devices, check_files)
-    _check_analysis(config, num_devices)
+    _check_analysis(config)
     for field in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
         _require(config[field] >= 1, f"{field}={config[field]} must be >= 1")
     _require(config.sample_every_steps >= 0, "sample_every_steps must be >= 0 (0: only at the end)")

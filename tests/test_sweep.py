@@ -61,8 +61,9 @@ def test_sweeps_that_cannot_run_are_refused_before_training(rows, settings, mess
 def test_overrides_must_name_config_fields():
     config = sweep.override(make_tiny_config(), {"clustering.k": 3})
     assert config.clustering.k == 3 and make_tiny_config().clustering.k != 3
-    with pytest.raises(UserError, match="'clustering.kk' is not a config field"):
-        sweep.override(config, {"clustering.kk": 3})
+    for name in ("clustering.kk", "clusterin.k", "seed.k"):
+        with pytest.raises(UserError, match=f"'{name}' is not a config field"):
+            sweep.override(config, {name: 3})
 
 
 def test_the_table_rows_are_the_issues_and_vanilla_gives_the_gradient_rows_their_tas():

@@ -75,8 +75,10 @@ def override(config: ml_collections.ConfigDict, fields) -> ml_collections.Config
             *parents, leaf = name.split(".")
             node = config
             for parent in parents:
-                node = node[parent]
-            if leaf not in node:
+                node = node.get(parent)
+                if not isinstance(node, ml_collections.ConfigDict):
+                    break
+            if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
                 raise UserError(f"sweep override {name!r} is not a config field")
             node[leaf] = value
     return config

@@ -11,7 +11,8 @@ import numpy as np  # noqa: E402
 from etils import epath  # noqa: E402
 
 
-def _save(fig, path: str) -> None:
+def save_figure(fig, path: str) -> None:
+    """Writes `fig` as a PNG to a local path or a bucket and closes it."""
     with epath.Path(path).open("wb") as f:  # A local path or a bucket.
         fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -33,7 +34,7 @@ def plot_task_affinity(path: str, tas: np.ndarray, log_snr: np.ndarray, title: s
     axes[1].pcolormesh(log_snr, log_snr, tas, cmap="viridis", vmin=-1, vmax=1, shading="nearest")
     axes[1].set(xlabel="log SNR(t)", ylabel="log SNR(t)", title=f"{title} against log-SNR")
     fig.colorbar(image, ax=axes, shrink=0.85, label="cosine of task gradients")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_negative_transfer_gap(path: str, intervals: np.ndarray, gaps: np.ndarray, title: str):
@@ -44,4 +45,4 @@ def plot_negative_transfer_gap(path: str, intervals: np.ndarray, gaps: np.ndarra
     ax.bar(labels, gaps, color=colours)
     ax.axhline(0.0, color="black", linewidth=0.8)
     ax.set(xlabel="timestep interval served by its specialist", ylabel="NTG (FID)", title=title)
-    _save(fig, path)
+    save_figure(fig, path)

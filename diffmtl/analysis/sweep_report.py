@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from etils import epath  # noqa: E402
 
-from diffmtl.analysis import sweep  # noqa: E402
+from diffmtl.analysis import plots, sweep  # noqa: E402
 
 METRICS = ("fid", "precision", "recall")
 
@@ -135,9 +135,7 @@ def plot_convergence(path: str, data: dict, summary: dict) -> None:
             ax.fill_between(steps, fids.min(0), fids.max(0), alpha=0.15, **style)
         ax.set(xlabel="training step", ylabel="FID_FMNIST (EMA)", title=f"{group} rows")
         ax.legend(fontsize=8)
-    with epath.Path(path).open("wb") as f:
-        fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    plots.save_figure(fig, path)
 
 
 def write_report(workdir: str, rows: list[sweep.Row], results: sweep.Results) -> str:

@@ -179,10 +179,12 @@ def initial_state(config, experiment: Experiment) -> TrainState:
     return init(jax.random.PRNGKey(config.seed))
 
 
-def restore_checkpoint(
-    config, exp: Experiment, manager, workdir: str, step: int | None = None
-) -> tuple[TrainState, dict] | None:
-    """Checkpoint `step` (default: the newest) of `workdir` as (state, meta); None if none.
+def checkpoint_restorer(
+    config, exp: Experiment, manager, workdir: str
+) -> Callable[[int | None], tuple[TrainState, dict]] | None:
+    """restore(step=None) -> (state, meta) of `workdir`'s checkpoint `step` (default: the
+    newest); None if there is none. The config check and the restore template are done once, so
+    restoring many steps (TAS, the sweep's evaluations) builds one initial state.
 
     A checkpoint whose config differs in a locked field (resume.LOCKED), of another state
     layout, or with other cluster boundaries is refused in one line (UserError).
@@ -191,27 +193,32 @@ def restore_checkpoint(
     if meta is None:
         return None
     resume.check_compatible(meta["config"], config.to_dict(), workdir)
-    try:
-        restored = checkpointing.restore(manager, initial_state(config, exp), step)
-    except (ValueError, KeyError, TypeError) as e:  # what orbax raises for another tree
-        raise UserError(
-            f"the checkpoint in {workdir} does not match this version's training state "
-            f"({type(e).__name__}: {str(e).splitlines()[0][:200]}): resume with the code that "
-            "wrote it or use a new workdir"
-        ) from e
-    from_config.check_resumed_boundaries(restored[0].boundaries, exp.boundaries, workdir)
-    return restored
+    template = initial_state(config, exp)
+
+    def restore(step: int | None = None) -> tuple[TrainState, dict]:
+        try:
+            restored = checkpointing.restore(manager, template, step)
+        except (ValueError, KeyError, TypeError) as e:  # what orbax raises for another tree
+            raise UserError(
+                f"the checkpoint in {workdir} does not match this version's training state "
+                f"({type(e).__name__}: {str(e).splitlines()[0][:200]}): resume with the code "
+                "that wrote it or use a new workdir"
+            ) from e
+        from_config.check_resumed_boundaries(restored[0].boundaries, exp.boundaries, workdir)
+        return restored
+
+    return restore
 
 
 def restore_or_initialise(
     config, exp: Experiment, manager, workdir: str
 ) -> tuple[TrainState, input_pipeline.DataPosition | None]:
-    """The newest checkpoint's state and data position (restore_checkpoint), or a fresh state
+    """The newest checkpoint's state and data position (checkpoint_restorer), or a fresh state
     and None."""
-    restored = restore_checkpoint(config, exp, manager, workdir)
-    if restored is None:
+    restore = checkpoint_restorer(config, exp, manager, workdir)
+    if restore is None:
         return initial_state(config, exp), None
-    state, meta = restored
+    state, meta = restore()
     position = input_pipeline.DataPosition(**meta["data_position"])
     logging.info("Resumed from step %d at data position %s", int(state.step), position)
     return state, position

@@ -1,7 +1,11 @@
 """The sweep behind benchmarks/reproduce_table1.py: settings checks, statistics, and a tiny
 two-row sweep stopped after one run, damaged as a kill mid-evaluation would leave it, resumed."""
 
+import dataclasses
 import json
+import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -134,6 +138,25 @@ def test_results_of_other_settings_are_refused(tmp_path):
     sweep.Results(str(tmp_path), _settings())  # the same settings resume
     with pytest.raises(UserError, match="other settings"):
         sweep.Results(str(tmp_path), _settings(num_samples=16))
+
+
+def test_the_command_parses_its_flags_and_reports_what_results_json_holds(tmp_path):
+    settings = _settings(seeds=(0, 1), tas_overrides=reproduce_table1.TAS)
+    rows = reproduce_table1.table1_rows()
+    data = _fake_results(
+        {row.name: [[80.0, 60.0 + i], [82.0, 62.0 + i]] for i, row in enumerate(rows)}
+    )
+    data["settings"] = json.loads(json.dumps(dataclasses.asdict(settings)))
+    (tmp_path / "results.json").write_text(json.dumps(data))
+    flags = ["--seeds=0,1", "--num_train_steps=4", "--num_evals=2", "--num_samples=8"]
+    cmd = [sys.executable, "-m", "benchmarks.reproduce_table1", "--report_only", *flags]
+    cmd += [f"--workdir={tmp_path}", f"--compile_cache={tmp_path / 'cache'}"]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = (tmp_path / "results.md").read_text().splitlines()
+    assert len(table) == 2 + len(rows) and table[-1].startswith("| ANT-UW, k = 8 | 2 | 72.00 ± ")
+    assert (tmp_path / "convergence.png").exists()
 
 
 def test_a_stopped_and_damaged_sweep_resumes_to_the_same_results(tmp_path):

@@ -92,9 +92,15 @@ def run_dir(workdir: str, row: Row, seed: int) -> str:
     return os.path.join(workdir, "runs", row.name, f"seed_{seed}")
 
 
+def tas_source(workdir: str, rows: list[Row], settings: Settings) -> tuple[Row, int, str]:
+    """(row, seed, run directory) of the run whose TAS the gradient rows use."""
+    row = next(row for row in rows if row.name == settings.tas_row)
+    seed = settings.seeds[0]
+    return row, seed, run_dir(workdir, row, seed)
+
+
 def tas_path(workdir: str, rows: list[Row], settings: Settings) -> str:
-    source = next(row for row in rows if row.name == settings.tas_row)
-    return os.path.join(run_dir(workdir, source, settings.seeds[0]), "tas.npy")
+    return os.path.join(tas_source(workdir, rows, settings)[2], "tas.npy")
 
 
 def run_config(base, row: Row, seed: int, settings: Settings, workdir: str, rows: list[Row]):
@@ -196,8 +202,9 @@ def evaluate_checkpoints(config, directory: str, record: dict, steps, save) -> N
     exp = train.build_experiment(config)
     manager = checkpointing.make_manager(directory, config.keep_checkpoints)
     evaluator = evaluate.Evaluator(config, exp, directory)
+    restore = train.checkpoint_restorer(config, exp, manager, directory)
     for step in missing:
-        state, _ = train.restore_checkpoint(config, exp, manager, directory, step)
+        state, _ = restore(step)
         metrics, _ = evaluator(state.ema_params, config.eval.num_samples)
         record["evals"][str(step)] = _entry(metrics)
         save()
@@ -243,9 +250,8 @@ def run_sweep(
         elapsed = time.perf_counter() - start
         print(f"sweep: [{index + 1}/{len(plan)}] {row.name} seed {seed} ({elapsed:.0f} s)")
         if config.clustering.method == "gradient":
-            source = next(r for r in rows if r.name == settings.tas_row)
-            source_dir = run_dir(workdir, source, settings.seeds[0])
-            source_config = run_config(base, source, settings.seeds[0], settings, workdir, rows)
+            source, source_seed, source_dir = tas_source(workdir, rows, settings)
+            source_config = run_config(base, source, source_seed, settings, workdir, rows)
             ensure_tas(source_config, source_dir, settings.tas_overrides)
         record.update(row=row.name, seed=seed)
         if str(settings.num_train_steps) not in record["evals"]:

@@ -92,10 +92,11 @@ def task_affinity_of_workdir(config, workdir: str) -> str:
     num_timesteps = config.diffusion.num_timesteps
     grid = respaced_timesteps(num_timesteps, config.analysis.tas_num_timesteps or num_timesteps)
     x0, noise = affinity_inputs(config, exp)
+    restore = train.checkpoint_restorer(config, exp, manager, workdir)
     affinity = None
     per_step = []
     for step in steps:
-        state, _ = train.restore_checkpoint(config, exp, manager, workdir, step)
+        state, _ = restore(step)
         if affinity is None:
             affinity = make_affinity(
                 config, exp, sum(p.size for p in jax.tree.leaves(state.params))

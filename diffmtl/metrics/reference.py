@@ -17,9 +17,6 @@ from diffmtl import datasets, sharding
 from diffmtl.errors import exit_on_user_error
 from diffmtl.metrics import features, frechet, sample_quality
 
-flags.DEFINE_string("out", None, "Where to write the .npz.")
-flags.mark_flags_as_required(["out"])
-config_flags.DEFINE_config_file("config", None, "Configuration file.", lock_config=True)
 FLAGS = flags.FLAGS
 
 
@@ -39,5 +36,8 @@ def main(argv):
     print(exit_on_user_error(write_reference, FLAGS.config, FLAGS.out))
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # Flags only here: library users (the sweep) import this module.
+    flags.DEFINE_string("out", None, "Where to write the .npz.")
+    flags.mark_flags_as_required(["out"])
+    config_flags.DEFINE_config_file("config", None, "Configuration file.", lock_config=True)
     app.run(main)

@@ -33,7 +33,7 @@ def test_mtl_methods_on_four_devices_equal_one_device(devices, method):
     "method",
     [
         "equal",
-        "uw",
+        pytest.param("uw", marks=pytest.mark.slow),
         pytest.param("pcgrad", marks=pytest.mark.slow),
         pytest.param("nash_mtl", marks=pytest.mark.slow),
     ],

@@ -159,6 +159,7 @@ def test_the_command_parses_its_flags_and_reports_what_results_json_holds(tmp_pa
     assert (tmp_path / "convergence.png").exists()
 
 
+@pytest.mark.slow  # 75-115 s here (two runs' compiles); the command's test above stays fast.
 def test_a_stopped_and_damaged_sweep_resumes_to_the_same_results(tmp_path):
     base = sweep.override(make_tiny_config(), {"task_gradient_cosine_every_steps": 0})
     settings, rows = _settings(), [STRATIFIED, UW_TIMESTEP]

@@ -29,6 +29,7 @@ def test_five_microbatches_equal_one(devices, reference):
     assert_same_training(run_steps(config_for(5, "unroll"), devices[:1]), reference)
 
 
+@pytest.mark.slow
 def test_scan_microbatches_on_four_devices_equal_one_device(devices, reference):
     assert_same_training(run_steps(config_for(5, "scan"), devices), reference)
 

@@ -116,10 +116,12 @@ def test_the_summary_is_mean_and_sample_std_with_paired_differences():
     uw = [[60.0, 50.0], [85.0, 66.0], [65.0, 55.0]]
     data = _fake_results({"vanilla": vanilla, "ant_uw": uw})
     data["runs"]["ant_uw/seed_3"] = {"row": "ant_uw", "seed": 3, "evals": {"2": {"fid": 1.0}}}
+    final_only = {"4": {"fid": 1.0, "precision": 1.0, "recall": 1.0}}  # stopped mid-evaluation
+    data["runs"]["ant_uw/seed_4"] = {"row": "ant_uw", "seed": 4, "evals": final_only}
     summary = sweep_report.summarize(data, [VANILLA, ANT_UW])
     uw_final, vanilla_final = np.array(uw)[:, 1], np.array(vanilla)[:, 1]
     entry = summary["ant_uw"]
-    assert entry["seeds"] == [0, 1, 2]  # seed 3 never reached the final step
+    assert entry["seeds"] == [0, 1, 2]  # seed 3 never reached the final step, 4 lacks step 2
     np.testing.assert_allclose(entry["final"]["fid"], [uw_final.mean(), uw_final.std(ddof=1)])
     deltas = uw_final - vanilla_final
     np.testing.assert_allclose(entry["paired_fid_delta"], [deltas.mean(), deltas.std(ddof=1)])

@@ -31,11 +31,12 @@ def _spread(values) -> list[float]:
     return [float(np.mean(values)), std]
 
 
-def finished_evals(data: dict, row: str, final_step: int) -> dict[int, dict]:
-    """seed -> {step: entry} of the row's runs that reached the final step."""
+def finished_evals(data: dict, row: str, steps) -> dict[int, dict]:
+    """seed -> {step: entry} of the row's runs that hold every evaluation step in `steps` (a run
+    stopped mid-evaluation can hold the final step without an earlier one)."""
     out = {}
     for record in data["runs"].values():
-        if record.get("row") == row and str(final_step) in record["evals"]:
+        if record.get("row") == row and all(str(s) in record["evals"] for s in steps):
             out[record["seed"]] = {int(s): e for s, e in record["evals"].items()}
     return out
 
@@ -57,11 +58,11 @@ def summarize(data: dict, rows: list[sweep.Row]) -> dict:
     difference with the baseline (the first row) and the steps to reach its final mean FID."""
     settings, baseline = data["settings"], rows[0].name
     steps, final = settings["eval_steps"], settings["num_train_steps"]
-    base = finished_evals(data, baseline, final)
+    base = finished_evals(data, baseline, steps)
     target = np.mean([evals[final]["fid"] for evals in base.values()]) if base else None
     summary = {}
     for row in rows:
-        evals = finished_evals(data, row.name, final)
+        evals = finished_evals(data, row.name, steps)
         if not evals:
             continue
         seeds = sorted(evals)
@@ -128,7 +129,7 @@ def plot_convergence(path: str, data: dict, summary: dict) -> None:
         for name, entry in summary.items():
             if entry["group"] != group and name != baseline:
                 continue
-            evals = finished_evals(data, name, steps[-1])
+            evals = finished_evals(data, name, steps)
             fids = np.array([[evals[s][step]["fid"] for step in steps] for s in entry["seeds"]])
             style = {"color": "black", "linestyle": "--"} if name == baseline else {}
             ax.plot(steps, entry["fid_curve"], marker="o", label=entry["label"], **style)

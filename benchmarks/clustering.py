@@ -14,8 +14,8 @@ import time
 import numpy as np
 from absl import app, flags
 
-from diffmtl import diffusion
 from diffmtl.clustering import costs, dp
+from diffmtl.diffusion import schedule
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("repeats", 5, "Runs per figure; the best is reported.")
@@ -31,13 +31,13 @@ def best_seconds(fn) -> float:
 
 
 def cost_builders(num_timesteps: int) -> dict:
-    abar = diffusion.alphas_cumprod(diffusion.beta_schedule("linear", num_timesteps))
+    abar = schedule.alphas_cumprod(schedule.beta_schedule("linear", num_timesteps))
     t = np.arange(num_timesteps)
     tas = np.exp(-np.abs(t[:, None] - t[None, :]) / (num_timesteps / 10))  # A smooth stand-in.
     return {
         "timestep": lambda: costs.timestep_cost(num_timesteps),
-        "snr": lambda: costs.snr_cost(diffusion.snr(abar)),
-        "log_snr": lambda: costs.log_snr_cost(diffusion.log_snr(abar)),
+        "snr": lambda: costs.snr_cost(schedule.snr(abar)),
+        "log_snr": lambda: costs.log_snr_cost(schedule.log_snr(abar)),
         "gradient": lambda: costs.gradient_cost(tas),
     }
 

@@ -19,7 +19,9 @@ import jax.numpy as jnp
 from absl import app, flags
 
 from configs import fashion_mnist
-from diffmtl import input_pipeline, steps, tasks, train
+from diffmtl import tasks
+from diffmtl.data import pipeline as input_pipeline
+from diffmtl.training import experiment, steps
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("steps", 5, "Timed steps per row (after one compile step).")
@@ -46,13 +48,13 @@ def time_method(k: int, method: str, microbatches: int, task_gradients=None) -> 
     config.mtl.method = method
     config.mtl.nash_update_every = 1
     config.train.num_microbatches = microbatches
-    exp = train.build_experiment(config)
+    exp = experiment.build_experiment(config)
     step = exp.train_step[exp.method.needs_task_grads(0, config.mtl)]
     if task_gradients is not None:
         step = steps.make_train_step(
             config, exp.model, exp.diffusion, exp.tx, exp.method, exp.mesh, True, task_gradients
         )
-    state = train.initial_state(config, exp)
+    state = experiment.initial_state(config, exp)
     data = input_pipeline.GlobalBatchIterator(exp.source, config.seed, exp.layout, exp.mesh)
     state, metrics = step(state, next(data))
     jax.block_until_ready(metrics)

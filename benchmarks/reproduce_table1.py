@@ -2,7 +2,7 @@
 
   python -m benchmarks.reproduce_table1 [--workdir=workdirs/table1] [--seeds=0,1,2]
       [--num_train_steps=600] [--num_evals=3] [--num_samples=400] [--stop_after_runs=0]
-      [--report_only]
+      [--report_only] [--rows=vanilla,ant_nash]
 
 Every row trains the CPU-sized UNet below from the same initialisation and data order per seed
 (config.seed), with one step budget and batch (B = 40: M = 1 microbatch, so k = 1, 2, 5, 8 all
@@ -27,7 +27,7 @@ from absl import app, flags
 
 from configs import fashion_mnist
 from diffmtl.analysis import sweep, sweep_report
-from diffmtl.errors import exit_on_user_error
+from diffmtl.errors import UserError, exit_on_user_error
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "workdirs/table1", "Sweep directory (results.json, runs/).")
@@ -37,6 +37,7 @@ flags.DEFINE_integer("num_evals", 3, "Evenly spaced evaluated checkpoints, the l
 flags.DEFINE_integer("num_samples", 400, "Samples per FID / precision / recall.")
 flags.DEFINE_integer("stop_after_runs", 0, "Stop after this many runs did work (0: finish).")
 flags.DEFINE_bool("report_only", False, "Only (re)write the report of what results.json holds.")
+flags.DEFINE_list("rows", [], "Only these rows (names, e.g. vanilla,ant_nash); default: all.")
 flags.DEFINE_string(
     "compile_cache", "workdirs/jax_cache", "Persistent XLA cache shared by the sweep's runs."
 )
@@ -99,6 +100,11 @@ def settings() -> sweep.Settings:
 
 def reproduce(workdir: str) -> str:
     rows = table1_rows()
+    if FLAGS.rows:
+        unknown = sorted(set(FLAGS.rows) - {row.name for row in rows})
+        if unknown:
+            raise UserError(f"--rows has unknown rows {unknown}; use {[r.name for r in rows]}")
+        rows = [row for row in rows if row.name in FLAGS.rows]
     base = sweep.override(fashion_mnist.get_config(), SCALE)
     if FLAGS.report_only:
         results = sweep.Results(workdir, settings())

@@ -17,7 +17,8 @@ import numpy as np
 from absl import app, flags
 
 from configs import fashion_mnist
-from diffmtl import evaluate, train
+from diffmtl.evaluation import evaluator as evaluate
+from diffmtl.training import experiment
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("batch_size", None, "Global sampling batch (default: the config's).")
@@ -30,9 +31,9 @@ def measure(method: str, num_steps: int) -> dict:
     config.sampling.method, config.sampling.num_steps = method, num_steps
     if FLAGS.batch_size:
         config.sampling.batch_size = FLAGS.batch_size
-    exp = train.build_experiment(config)
-    params = train.initial_state(config, exp).ema_params
-    sample = evaluate.make_sampler(config, exp)
+    exp = experiment.build_experiment(config)
+    params = experiment.initial_state(config, exp).ema_params
+    sample = evaluate.experiment_sampler(config, exp)
     n = config.sampling.batch_size
     start = time.perf_counter()
     jax.block_until_ready(sample(params, 0, np.arange(n)))

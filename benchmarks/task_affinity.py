@@ -25,9 +25,9 @@ import numpy as np
 from absl import app, flags
 
 from configs import fashion_mnist
-from diffmtl import train
 from diffmtl.analysis import tas_command
-from diffmtl.sampling import respaced_timesteps
+from diffmtl.diffusion.samplers import respaced_timesteps
+from diffmtl.training import experiment
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("num_timesteps", 0, "Grid timesteps G (0: all T).")
@@ -53,11 +53,11 @@ def _gib(num_bytes: float) -> float:
 def main(argv):
     del argv
     config = _config(FLAGS.num_timesteps, FLAGS.dim)
-    exp = train.build_experiment(config)
+    exp = experiment.build_experiment(config)
     key = jax.random.PRNGKey(1)
     params = jax.tree.map(
         lambda p: p + 0.01 * jax.random.normal(jax.random.fold_in(key, p.size), p.shape),
-        train.initial_state(config, exp).params,
+        experiment.initial_state(config, exp).params,
     )
     x0, noise = tas_command.affinity_inputs(config, exp)
     num_timesteps = config.diffusion.num_timesteps

@@ -16,7 +16,8 @@ import jax
 from absl import app, flags
 
 from configs import fashion_mnist
-from diffmtl import input_pipeline, train
+from diffmtl.data import pipeline as input_pipeline
+from diffmtl.training import experiment
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("num_microbatches", ["1", "5"], "Micro-batch counts M to measure.")
@@ -34,8 +35,8 @@ def measure(num_microbatches: int) -> dict:
         config.train.batch_size = FLAGS.batch_size
     if FLAGS.microbatch_loop:
         config.train.microbatch_loop = FLAGS.microbatch_loop
-    exp = train.build_experiment(config)
-    state = train.initial_state(config, exp)
+    exp = experiment.build_experiment(config)
+    state = experiment.initial_state(config, exp)
     data = input_pipeline.GlobalBatchIterator(exp.source, config.seed, exp.layout, exp.mesh)
     step = exp.train_step[FLAGS.with_task_grads]
     start = time.perf_counter()

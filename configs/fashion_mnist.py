@@ -12,7 +12,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.seed = 0  # Seeds the parameters, the training keys and the data order.
 
     config.data = ml_collections.ConfigDict()
-    # Image source (datasets.SOURCES): 'fashion_mnist', 'image_folder' or 'tfds'.
+    # Data source (data/from_config.SOURCES): 'fashion_mnist', 'image_folder' or 'tfds'.
     config.data.name = "fashion_mnist"
     # fashion_mnist: its four IDX .gz files (Debian package); image_folder: the image tree;
     # tfds: the TFDS data_dir holding the prepared dataset (a local path or a bucket).
@@ -33,7 +33,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.diffusion.p2_k = 1.0  # P2: 1 / (p2_k + SNR)^p2_gamma.
     config.diffusion.p2_gamma = 1.0  # P2 exponent (the P2 paper uses 0.5 or 1).
     config.diffusion.min_snr_gamma = 5.0  # Min-SNR: min(SNR, gamma) / SNR.
-    # Learn the variance too (2C outputs; loss + (T / 1000) L_vlb, improved DDPM; losses.py).
+    # Learn the variance too (2C outputs; loss + (T / 1000) L_vlb as improved DDPM; see
+    # diffmtl/diffusion/losses.py).
     config.diffusion.learn_sigma = False
 
     config.clustering = ml_collections.ConfigDict()
@@ -58,7 +59,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.mtl.grad_dtype = "float32"
 
     config.model = ml_collections.ConfigDict()
-    config.model.name = "unet"  # ADM-style UNet (models/unet.py).
+    config.model.name = "unet"  # models.MODELS: 'unet' (ADM UNet) or 'toy' (for tests).
     config.model.base_channels = 32  # Channels at the first level.
     config.model.channel_mult = (1, 2, 2)  # Levels at 28, 14, 7 pixels.
     config.model.num_res_blocks = 1  # Residual blocks per level.

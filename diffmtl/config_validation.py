@@ -7,21 +7,17 @@ from __future__ import annotations
 
 from etils import epath
 
-from diffmtl import diffusion, mtl
+from diffmtl import models, mtl
 from diffmtl.clustering import from_config
-from diffmtl.errors import UserError
-from diffmtl.metrics import inception
-from diffmtl.metrics.features import NETWORKS
-from diffmtl.sampling import SAMPLERS
-
-
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise UserError(message)
+from diffmtl.diffusion import schedule
+from diffmtl.diffusion.samplers import SAMPLERS
+from diffmtl.errors import require
+from diffmtl.evaluation.metrics import inception
+from diffmtl.evaluation.metrics.features import NETWORKS
 
 
 def _one_of(value, allowed, field: str) -> None:
-    _require(value in allowed, f"{field}={value!r} is unknown; use one of {list(allowed)}")
+    require(value in allowed, f"{field}={value!r} is unknown; use one of {list(allowed)}")
 
 
 def nearest_valid_batch_sizes(batch_size: int, multiple: int) -> list[int]:
@@ -31,85 +27,70 @@ def nearest_valid_batch_sizes(batch_size: int, multiple: int) -> list[int]:
 
 
 def _check_diffusion(cfg) -> None:
-    _one_of(cfg.schedule, diffusion.SCHEDULES, "diffusion.schedule")
-    _one_of(cfg.loss_weighting, diffusion.LOSS_WEIGHTINGS, "diffusion.loss_weighting")
-    _require(cfg.num_timesteps >= 1, f"diffusion.num_timesteps={cfg.num_timesteps} must be >= 1")
-    _require(cfg.p2_k > 0, f"diffusion.p2_k={cfg.p2_k} must be > 0 (P2 weight 1/(p2_k+SNR)^gamma)")
-    _require(cfg.min_snr_gamma > 0, f"diffusion.min_snr_gamma={cfg.min_snr_gamma} must be > 0")
+    _one_of(cfg.schedule, schedule.SCHEDULES, "diffusion.schedule")
+    _one_of(cfg.loss_weighting, schedule.LOSS_WEIGHTINGS, "diffusion.loss_weighting")
+    require(cfg.num_timesteps >= 1, f"diffusion.num_timesteps={cfg.num_timesteps} must be >= 1")
+    require(cfg.p2_k > 0, f"diffusion.p2_k={cfg.p2_k} must be > 0 (P2 weight 1/(p2_k+SNR)^gamma)")
+    require(cfg.min_snr_gamma > 0, f"diffusion.min_snr_gamma={cfg.min_snr_gamma} must be > 0")
     _one_of(cfg.learn_sigma, (False, True), "diffusion.learn_sigma")
 
 
 def _check_clustering(config) -> None:
     cfg, num_timesteps = config.clustering, config.diffusion.num_timesteps
     _one_of(cfg.method, from_config.METHODS, "clustering.method")
-    _require(
+    require(
         1 <= cfg.k <= num_timesteps,
         f"clustering.k={cfg.k} must be between 1 and diffusion.num_timesteps={num_timesteps}",
     )
-    _require(
+    require(
         cfg.method != "gradient" or bool(cfg.tas_path),
         "clustering.method='gradient' needs clustering.tas_path (a T x T task-affinity .npy file)",
     )
     if cfg.timestep_range:
         first, last = (tuple(cfg.timestep_range) + (None, None))[:2]
-        _require(
+        require(
             len(cfg.timestep_range) == 2 and 0 <= first <= last < num_timesteps,
             f"clustering.timestep_range={tuple(cfg.timestep_range)} must be (first, last) with "
             f"0 <= first <= last < diffusion.num_timesteps={num_timesteps}, or () for all",
         )
-        _require(
+        require(
             cfg.method == "uniform" and last - first + 1 >= cfg.k,
             f"clustering.timestep_range={tuple(cfg.timestep_range)} needs clustering.method="
             f"'uniform' and at least clustering.k={cfg.k} timesteps",
         )
     _one_of(config.mtl.method, sorted(mtl.METHODS), "mtl.method")
     _one_of(config.mtl.grad_dtype, ("float32", "bfloat16"), "mtl.grad_dtype")
-    _require(
+    require(
         config.mtl.nash_update_every >= 1,
         f"mtl.nash_update_every={config.mtl.nash_update_every} must be >= 1",
     )
 
 
+def example_shape(config) -> tuple[int, int, int]:
+    """(H, W, C) of the model-space examples the config describes (pixels, for now)."""
+    return (config.data.image_size, config.data.image_size, config.data.channels)
+
+
 def _check_model(config) -> None:
-    cfg, size = config.model, config.data.image_size
-    _one_of(cfg.name, ("unet",), "model.name")
-    _require(config.data.channels >= 1, f"data.channels={config.data.channels} must be >= 1")
-    factor = 2 ** (len(cfg.channel_mult) - 1)
-    _require(
-        size % factor == 0,
-        f"data.image_size={size} cannot be halved {len(cfg.channel_mult) - 1} times by "
-        f"model.channel_mult={tuple(cfg.channel_mult)}: use a size divisible by {factor} "
-        f"or fewer levels",
-    )
-    _require(
-        cfg.base_channels % cfg.num_groups == 0,
-        f"model.num_groups={cfg.num_groups} must divide model.base_channels={cfg.base_channels}",
-    )
-    sizes = [size // 2**i for i in range(len(cfg.channel_mult))]
-    unused = sorted(set(cfg.attention_resolutions) - set(sizes))
-    _require(
-        not unused,
-        f"model.attention_resolutions has {unused}, which no level reaches; levels are {sizes}",
-    )
-    _require(0 <= cfg.dropout < 1, f"model.dropout={cfg.dropout} must be in [0, 1)")
-    _one_of(cfg.dtype, ("float32", "bfloat16"), "model.dtype")
+    require(config.data.channels >= 1, f"data.channels={config.data.channels} must be >= 1")
+    models.check_model_config(config, example_shape(config))
 
 
 def _check_train(config, num_devices: int) -> None:
     cfg, k = config.train, config.clustering.k
-    _require(cfg.learning_rate > 0, f"train.learning_rate={cfg.learning_rate} must be > 0")
-    _require(cfg.num_train_steps >= 1, f"train.num_train_steps={cfg.num_train_steps} must be >= 1")
-    _require(
+    require(cfg.learning_rate > 0, f"train.learning_rate={cfg.learning_rate} must be > 0")
+    require(cfg.num_train_steps >= 1, f"train.num_train_steps={cfg.num_train_steps} must be >= 1")
+    require(
         cfg.num_microbatches >= 1, f"train.num_microbatches={cfg.num_microbatches} must be >= 1"
     )
     _one_of(cfg.microbatch_loop, ("unroll", "scan"), "train.microbatch_loop")
-    _require(0 <= cfg.ema_decay < 1, f"train.ema_decay={cfg.ema_decay} must be in [0, 1)")
-    _require(
+    require(0 <= cfg.ema_decay < 1, f"train.ema_decay={cfg.ema_decay} must be in [0, 1)")
+    require(
         cfg.max_consecutive_skips >= 1,
         f"train.max_consecutive_skips={cfg.max_consecutive_skips} must be >= 1",
     )
     multiple = cfg.num_microbatches * k * num_devices
-    _require(
+    require(
         cfg.batch_size % multiple == 0,
         f"train.batch_size={cfg.batch_size} is not divisible by num_microbatches x k x devices = "
         f"{cfg.num_microbatches} x {k} x {num_devices} = {multiple}; nearest valid sizes: "
@@ -119,10 +100,10 @@ def _check_train(config, num_devices: int) -> None:
 
 def _check_mesh(config, num_devices: int) -> None:
     data, fsdp = config.mesh.data, config.mesh.fsdp
-    _require(
+    require(
         fsdp >= 1 and num_devices % fsdp == 0, f"mesh.fsdp={fsdp} must divide {num_devices} devices"
     )
-    _require(
+    require(
         data == -1 or data * fsdp == num_devices,
         f"mesh.data x mesh.fsdp = {data} x {fsdp} must equal the {num_devices} devices "
         "(or set mesh.data=-1)",
@@ -130,7 +111,7 @@ def _check_mesh(config, num_devices: int) -> None:
 
 
 def _divisible_by_devices(value: int, field: str, num_devices: int) -> None:
-    _require(
+    require(
         value >= 1 and value % num_devices == 0,
         f"{field}={value} must be a positive multiple of the {num_devices} devices",
     )
@@ -139,43 +120,44 @@ def _divisible_by_devices(value: int, field: str, num_devices: int) -> None:
 def _check_sampling(config, num_devices: int) -> None:
     cfg = config.sampling
     _one_of(cfg.method, SAMPLERS, "sampling.method")
-    _require(
+    require(
         1 <= cfg.num_steps <= config.diffusion.num_timesteps,
         f"sampling.num_steps={cfg.num_steps} must be between 1 and diffusion.num_timesteps",
     )
-    _require(cfg.eta >= 0, f"sampling.eta={cfg.eta} must be >= 0")
+    require(cfg.eta >= 0, f"sampling.eta={cfg.eta} must be >= 0")
     _divisible_by_devices(cfg.batch_size, "sampling.batch_size", num_devices)
-    _require(cfg.grid_size >= 1, f"sampling.grid_size={cfg.grid_size} must be >= 1")
+    require(cfg.grid_size >= 1, f"sampling.grid_size={cfg.grid_size} must be >= 1")
 
 
 def _check_eval(config, num_devices: int, check_files: bool) -> None:
     cfg = config.eval
-    _require(cfg.every_steps >= 0, "eval.every_steps must be >= 0 (0: only at the end)")
-    _require(cfg.num_samples >= 2, f"eval.num_samples={cfg.num_samples} must be >= 2")
+    require(cfg.every_steps >= 0, "eval.every_steps must be >= 0 (0: only at the end)")
+    require(cfg.num_samples >= 2, f"eval.num_samples={cfg.num_samples} must be >= 2")
     _one_of(cfg.feature_network, NETWORKS, "eval.feature_network")
     shape = (config.data.image_size, config.data.channels)
-    _require(
+    require(
         cfg.feature_network != "fmnist_classifier" or shape == (28, 1),
         f"eval.feature_network='fmnist_classifier' reads 28x28x1 images, not {shape[0]}x"
         f"{shape[0]}x{shape[1]}: use eval.feature_network='inception' (with eval.inception_path)",
     )
     if check_files and cfg.feature_network == "inception":
-        _require(
+        require(
             bool(cfg.inception_path) and epath.Path(cfg.inception_path).is_file(),
             f"eval.inception_path={cfg.inception_path!r} is not a file: convert "
             f"{inception.FILE_NAME} (README: FID on natural images) and point it there",
         )
     if check_files and cfg.reference_path:
-        _require(
+        require(
             epath.Path(cfg.reference_path).is_file(),
             f"eval.reference_path={cfg.reference_path!r} is not a file: make one with "
-            "`python -m diffmtl.metrics.reference` or set it to '' (computed from the data)",
+            "`python -m diffmtl.evaluation.metrics.reference` or set it to '' (computed from the "
+            "data)",
         )
-    _require(cfg.num_reference >= 2, f"eval.num_reference={cfg.num_reference} must be >= 2")
+    require(cfg.num_reference >= 2, f"eval.num_reference={cfg.num_reference} must be >= 2")
     _divisible_by_devices(cfg.batch_size, "eval.batch_size", num_devices)
-    _require(cfg.precision_recall_k >= 1, "eval.precision_recall_k must be >= 1")
+    require(cfg.precision_recall_k >= 1, "eval.precision_recall_k must be >= 1")
     _divisible_by_devices(cfg.val_num_images, "eval.val_num_images", num_devices)
-    _require(
+    require(
         1 <= cfg.val_num_timesteps <= config.diffusion.num_timesteps,
         "eval.val_num_timesteps must be between 1 and diffusion.num_timesteps",
     )
@@ -183,20 +165,20 @@ def _check_eval(config, num_devices: int, check_files: bool) -> None:
 
 def _check_analysis(config) -> None:
     cfg, num_timesteps = config.analysis, config.diffusion.num_timesteps
-    _require(cfg.tas_num_images >= 1, "analysis.tas_num_images must be >= 1")
-    _require(
+    require(cfg.tas_num_images >= 1, "analysis.tas_num_images must be >= 1")
+    require(
         cfg.tas_num_timesteps == 0 or 2 <= cfg.tas_num_timesteps <= num_timesteps,
         f"analysis.tas_num_timesteps={cfg.tas_num_timesteps} must be 0 (all T) or 2..T",
     )
-    _require(cfg.tas_projection_dim >= 0, "analysis.tas_projection_dim must be >= 0 (0: exact)")
-    _require(cfg.tas_chunk_size >= 1, "analysis.tas_chunk_size must be >= 1")
-    _require(
+    require(cfg.tas_projection_dim >= 0, "analysis.tas_projection_dim must be >= 0 (0: exact)")
+    require(cfg.tas_chunk_size >= 1, "analysis.tas_chunk_size must be >= 1")
+    require(
         1 <= cfg.ntg_num_intervals <= num_timesteps // config.clustering.k,
         f"analysis.ntg_num_intervals={cfg.ntg_num_intervals} must be between 1 and T / k = "
         f"{num_timesteps // config.clustering.k} (each specialist splits its interval into k)",
     )
-    _require(cfg.ntg_num_samples >= 2, "analysis.ntg_num_samples must be >= 2")
-    _require(
+    require(cfg.ntg_num_samples >= 2, "analysis.ntg_num_samples must be >= 2")
+    require(
         1 <= cfg.ntg_sampling_steps <= num_timesteps,
         "analysis.ntg_sampling_steps must be between 1 and diffusion.num_timesteps",
     )
@@ -216,9 +198,9 @@ def validate(config, num_devices: int, check_files: bool = True) -> None:
     _check_eval(config, num_devices, check_files)
     _check_analysis(config)
     for field in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
-        _require(config[field] >= 1, f"{field}={config[field]} must be >= 1")
-    _require(config.sample_every_steps >= 0, "sample_every_steps must be >= 0 (0: only at the end)")
-    _require(
+        require(config[field] >= 1, f"{field}={config[field]} must be >= 1")
+    require(config.sample_every_steps >= 0, "sample_every_steps must be >= 0 (0: only at the end)")
+    require(
         config.task_gradient_cosine_every_steps >= 0,
         "task_gradient_cosine_every_steps must be >= 0 (0: off)",
     )

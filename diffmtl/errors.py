@@ -9,8 +9,11 @@ from collections.abc import Callable
 from typing import Any
 
 
-class UserError(Exception):
-    """A problem in the user's input; the message names it and says how to fix it."""
+class UserError(ValueError):
+    """A problem in the user's input; the message names it and says how to fix it.
+
+    A ValueError, so a library caller (a notebook) can catch it conventionally.
+    """
 
 
 def exit_on_user_error(fn: Callable[..., Any], *args: Any) -> Any:
@@ -20,3 +23,9 @@ def exit_on_user_error(fn: Callable[..., Any], *args: Any) -> Any:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+def require(ok: bool, message: str) -> None:
+    """Raises UserError(message) unless ok."""
+    if not ok:
+        raise UserError(message)

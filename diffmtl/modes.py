@@ -5,29 +5,18 @@ from __future__ import annotations
 
 import os
 
-import jax
-
-from diffmtl import checkpointing, evaluate, train
-from diffmtl import dry_run as dry_run_lib
-from diffmtl.errors import UserError
-
-
-def restore_ema_params(config, workdir: str):
-    """(experiment, EMA params, step) of the newest checkpoint in `workdir`; UserError if none."""
-    exp = train.build_experiment(config)
-    manager = checkpointing.make_manager(workdir, config.keep_checkpoints)
-    if manager.latest_step() is None:
-        raise UserError(f"no checkpoint in {workdir}: train there first (--mode=train)")
-    state, _ = train.restore_or_initialise(config, exp, manager, workdir)
-    return exp, state.ema_params, int(jax.device_get(state.step))
+from diffmtl.analysis import negative_transfer, tas_command
+from diffmtl.evaluation import evaluator as evaluation
+from diffmtl.training import dry_run as dry_run_lib
+from diffmtl.training import loop, resume
 
 
 def sample(config, workdir: str) -> str:
     """Writes eval.num_samples samples of the newest checkpoint to <workdir>/samples/."""
-    exp, params, step = restore_ema_params(config, workdir)
-    sampler = evaluate.make_sampler(config, exp)
-    samples = evaluate.generate(sampler, params, config.eval.num_samples, config.sampling)
-    path = evaluate.write_sample_files(
+    exp, params, step = resume.restore_ema_params(config, workdir)
+    sampler = evaluation.experiment_sampler(config, exp)
+    samples = evaluation.generate_samples(sampler, params, config.eval.num_samples, config.sampling)
+    path = evaluation.write_sample_files(
         os.path.join(workdir, "samples"), samples, config.sampling.grid_size
     )
     return f"{len(samples)} samples of step {step} in {path}"
@@ -35,17 +24,17 @@ def sample(config, workdir: str) -> str:
 
 def evaluate_checkpoint(config, workdir: str) -> str:
     """Evaluates the newest checkpoint: metrics.json and validation_loss.png in `workdir`."""
-    exp, params, step = restore_ema_params(config, workdir)
-    evaluator = evaluate.Evaluator(config, exp, workdir)
+    exp, params, step = resume.restore_ema_params(config, workdir)
+    evaluator = evaluation.Evaluator(config, exp, workdir)
     metrics, _ = evaluator(params, config.eval.num_samples)
     path = evaluator.write_final(metrics, step)
     return f"step {step}: {evaluator.headline(metrics)} ({path})"
 
 
 def train_mode(config, workdir: str) -> str:
-    train.train_and_evaluate(config, workdir)
+    loop.train_and_evaluate(config, workdir)
     where = f"samples.png, metrics.json, checkpoints/ and TensorBoard events are in {workdir}"
-    return f"{evaluate.read_headline(workdir)}\n{where}"
+    return f"{evaluation.read_headline(workdir)}\n{where}"
 
 
 def dry_run(config, device_memory_gb: float) -> str:
@@ -59,15 +48,11 @@ def dry_run(config, device_memory_gb: float) -> str:
 
 def task_affinity(config, workdir: str) -> str:
     """TAS of the workdir's checkpoints: tas.npy and tas.png (analysis/tas_command.py)."""
-    from diffmtl.analysis import tas_command
-
     return tas_command.task_affinity_of_workdir(config, workdir)
 
 
 def negative_transfer_gap(config, workdir: str) -> str:
     """Specialists per interval and the NTG per interval (analysis/negative_transfer.py)."""
-    from diffmtl.analysis import negative_transfer
-
     return negative_transfer.negative_transfer_gap(config, workdir)
 
 

@@ -17,41 +17,22 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
-# Identical programs compiled by several tests (same tiny config) are compiled once per run.
-CACHE_DIR = os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "jax")
+# Identical programs compiled by several tests (same tiny config) are compiled once per run;
+# set in the environment, so the main.py subprocesses of the tests share the cache.
+CACHE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".pytest_cache", "jax")
+os.environ["JAX_COMPILATION_CACHE_DIR"] = CACHE_DIR
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
 jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
-from configs import fashion_mnist  # noqa: E402
+import tiny_config as tiny_config_file  # noqa: E402
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
 
-def make_tiny_config():
-    """The default config shrunk to a UNet that compiles and runs in seconds on CPU."""
-    config = fashion_mnist.get_config()
-    config.model.base_channels = 8
-    config.model.num_groups = 4
-    config.model.channel_mult = (1, 2)
-    config.model.num_res_blocks = 1
-    config.model.attention_resolutions = (14,)
-    config.model.num_heads = 2
-    config.train.batch_size = 40
-    config.train.num_microbatches = 1
-    config.train.num_train_steps = 4
-    config.train.warmup_steps = 0
-    config.train.learning_rate = 1e-3
-    config.log_every_steps = 2
-    config.checkpoint_every_steps = 2
-    config.sampling.num_steps = 3
-    config.sampling.batch_size = 8
-    config.sampling.grid_size = 8
-    config.eval.num_samples = 8
-    config.eval.num_reference = 64
-    config.eval.batch_size = 32
-    config.eval.val_num_images = 8
-    config.eval.val_num_timesteps = 10  # at least one grid point in each of the 5 clusters
-    return config
+def make_tiny_config(model: str = "toy"):
+    """tests/tiny_config.py's config (model 'toy' or 'unet')."""
+    return tiny_config_file.get_config(model)
 
 
 @pytest.fixture

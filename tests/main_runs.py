@@ -1,36 +1,24 @@
-"""main.py in a subprocess on a shrunk default config: what the preemption and multi-process
-tests launch. The config file imports conftest, so the subprocess uses the tests' persistent
-compilation cache: every launch after the first loads the tiny config's programs."""
+"""main.py in a subprocess on the tests' tiny config (tests/tiny_config.py): what the dry-run,
+preemption and multi-process tests launch. The subprocess inherits the tests' XLA flags and
+persistent compilation cache (conftest), so every launch after the first loads its programs."""
 
 import os
 import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-_CONFIG = """
-import sys
-sys.path.insert(0, {tests!r})
-from conftest import make_tiny_config
+TINY_CONFIG = os.path.join(ROOT, "tests", "tiny_config.py")
 
 
-def get_config():
-    config = make_tiny_config()  # the default config, shrunk
-{overrides}
-    return config
-"""
+def config_flags(**overrides) -> list[str]:
+    """--config=<tiny config> and one --config.<field>=<value> per override
+    ({'train.num_train_steps': 8})."""
+    return [f"--config={TINY_CONFIG}", *(f"--config.{k}={v}" for k, v in overrides.items())]
 
 
-def write_tiny_config(path, **overrides):
-    """Writes a config file: make_tiny_config() with `overrides` ('train.num_train_steps': 8)."""
-    lines = "\n".join(f"    config.{name} = {value!r}" for name, value in overrides.items())
-    path.write_text(_CONFIG.format(tests=os.path.join(ROOT, "tests"), overrides=lines))
-    return path
-
-
-def launch(config_path, workdir, *flags, stdout=subprocess.DEVNULL, **extra_env):
-    """Starts `python main.py --config --workdir *flags`; stderr is piped."""
-    cmd = [sys.executable, "main.py", f"--config={config_path}", f"--workdir={workdir}", *flags]
+def launch(overrides: dict, workdir, *flags, stdout=subprocess.DEVNULL, **extra_env):
+    """Starts `python main.py <tiny config + overrides> --workdir *flags`; stderr is piped."""
+    cmd = [sys.executable, "main.py", *config_flags(**overrides), f"--workdir={workdir}", *flags]
     return subprocess.Popen(
         cmd, cwd=ROOT, env={**os.environ, **extra_env}, stdout=stdout, stderr=subprocess.PIPE
     )

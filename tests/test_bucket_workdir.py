@@ -13,8 +13,11 @@ from etils import epath
 from etils.epath import gpath, testing
 
 from conftest import make_tiny_config
-from diffmtl import checkpointing, config_validation, evaluate, run_info, validation
-from diffmtl.metrics import frechet
+from diffmtl import config_validation
+from diffmtl.evaluation import evaluator as evaluate
+from diffmtl.evaluation import validation_loss as validation
+from diffmtl.evaluation.metrics import frechet
+from diffmtl.training import checkpointing, run_info
 
 _FNS = ("open", "exists", "isdir", "makedirs", "mkdir", "listdir", "glob", "stat", "remove")
 

@@ -9,7 +9,6 @@ import sys
 import numpy as np
 import pytest
 
-from diffmtl import diffusion
 from diffmtl.clustering import (
     cost_versus_k,
     from_config,
@@ -19,7 +18,9 @@ from diffmtl.clustering import (
     snr_cost,
     timestep_cost,
 )
+from diffmtl.diffusion import schedule as diffusion
 from diffmtl.errors import UserError
+from diffmtl.training import resume
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -180,9 +181,9 @@ def test_config_to_boundaries(method, tiny_config, tmp_path):
 
 def test_resume_with_other_boundaries_is_refused():
     b = np.array([[0, 499], [500, 999]])
-    from_config.check_resumed_boundaries(b, b.copy(), "w")
+    resume.check_resumed_boundaries(b, b.copy(), "w")
     with pytest.raises(UserError, match="trained with clusters"):
-        from_config.check_resumed_boundaries(b, np.array([[0, 399], [400, 999]]), "w")
+        resume.check_resumed_boundaries(b, np.array([[0, 399], [400, 999]]), "w")
 
 
 def run_cli(*args):

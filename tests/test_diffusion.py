@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from diffmtl import diffusion
+from diffmtl.diffusion import schedule as diffusion
 
 
 def test_linear_schedule_closed_form():

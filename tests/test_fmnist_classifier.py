@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from conftest import FASHION_MNIST_DIR
-from diffmtl.datasets import FashionMNIST
+from diffmtl.data.fashion_mnist import FashionMNIST
 from diffmtl.errors import UserError
-from diffmtl.metrics import fmnist_classifier, params_io
+from diffmtl.evaluation.metrics import fmnist_classifier, params_io
 
 MIN_TEST_ACCURACY = 0.90
 

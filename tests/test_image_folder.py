@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffmtl import input_pipeline, sharding
+from diffmtl import sharding
+from diffmtl.data import pipeline as input_pipeline
+from diffmtl.data.image_folder import ImageFolder, centre_crop_resize
+from diffmtl.data.sources import PixelSource
 from diffmtl.errors import UserError
-from diffmtl.image_folder import ImageFolder, centre_crop_resize
 
 
 def _save(path, array):
@@ -49,7 +51,7 @@ def test_bad_folders_and_files_name_the_problem(tmp_path):
         ImageFolder(str(tmp_path), 8, split="test")
 
 
-class ColumnSource:
+class ColumnSource(PixelSource):
     """Image i is a 1x4x1 ramp with value i in its left column: flips are visible."""
 
     num_examples = 10
@@ -68,7 +70,7 @@ def test_random_flips_are_seeded_resumable_and_mirror_the_width(devices):
         it = input_pipeline.GlobalBatchIterator(
             ColumnSource(), seed, (1, 2, 2), mesh, position, random_flip=True
         )
-        return [np.asarray(next(it)).reshape(4, 4) for _ in range(count)], it.position
+        return [np.asarray(next(it)["x0"]).reshape(4, 4) for _ in range(count)], it.position
 
     stream, _ = batches(input_pipeline.DataPosition(), 5)  # 20 examples = two epochs
     flipped = np.concatenate([b[:, 0] == -1.0 for b in stream])  # left column empty: mirrored

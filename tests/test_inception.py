@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from diffmtl.errors import UserError
-from diffmtl.metrics import inception
+from diffmtl.evaluation.metrics import inception
 
 PARITY_FILE = os.environ.get("DIFFMTL_INCEPTION_PARITY", "")
 _LEAF_TO_TORCH = {

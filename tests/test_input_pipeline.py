@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 
 from conftest import FASHION_MNIST_DIR
-from diffmtl import datasets, input_pipeline, sharding, tasks
+from diffmtl import sharding, tasks
+from diffmtl.data import fashion_mnist
+from diffmtl.data import pipeline as input_pipeline
+from diffmtl.data.sources import PixelSource
 from diffmtl.errors import UserError
 
 
@@ -24,32 +27,32 @@ def write_idx(path, array, truncate=0):
 def test_read_idx_round_trip_and_errors(tmp_path):
     array = np.arange(2 * 3 * 4).reshape(2, 3, 4)
     write_idx(tmp_path / "ok.gz", array)
-    np.testing.assert_array_equal(datasets.read_idx(str(tmp_path / "ok.gz")), array)
+    np.testing.assert_array_equal(fashion_mnist.read_idx(str(tmp_path / "ok.gz")), array)
     write_idx(tmp_path / "short.gz", array, truncate=5)
     with pytest.raises(UserError, match="truncated"):
-        datasets.read_idx(str(tmp_path / "short.gz"))
+        fashion_mnist.read_idx(str(tmp_path / "short.gz"))
     with pytest.raises(UserError, match="missing data file"):
-        datasets.read_idx(str(tmp_path / "absent.gz"))
+        fashion_mnist.read_idx(str(tmp_path / "absent.gz"))
     (tmp_path / "plain.gz").write_bytes(b"not gzip at all")
     with pytest.raises(UserError, match="unreadable"):
-        datasets.read_idx(str(tmp_path / "plain.gz"))
+        fashion_mnist.read_idx(str(tmp_path / "plain.gz"))
 
 
 def test_missing_data_dir_names_the_fix(tmp_path):
     with pytest.raises(UserError, match="apt-get install dataset-fashion-mnist"):
-        datasets.FashionMNIST(str(tmp_path / "nowhere"))
+        fashion_mnist.FashionMNIST(str(tmp_path / "nowhere"))
 
 
 @pytest.mark.parametrize("split,count", [("train", 60000), ("test", 10000)])
 def test_fashion_mnist_files(split, count):
-    source = datasets.FashionMNIST(FASHION_MNIST_DIR, split)
+    source = fashion_mnist.FashionMNIST(FASHION_MNIST_DIR, split)
     assert source.num_examples == count and source.image_shape == (28, 28, 1)
-    images = input_pipeline.to_model_range(source.images(np.arange(count)))
+    images = source.examples(np.arange(count))["x0"]
     assert images.min() == -1.0 and images.max() == 1.0
     assert set(np.unique(source.labels)) == set(range(10))
 
 
-class CountingSource:
+class CountingSource(PixelSource):
     """Image i is filled with the value i (mod 256); n examples of 2x2x1."""
 
     def __init__(self, n):
@@ -88,6 +91,8 @@ def test_batches_are_sharded_and_laid_out_by_cluster(devices):
     for mesh_devices in (devices[:1], devices):
         mesh = sharding.make_mesh(devices=mesh_devices)
         batch = next(input_pipeline.GlobalBatchIterator(source, 0, layout, mesh))
+        assert set(batch) == {"x0"}
+        batch = batch["x0"]
         assert batch.shape == (*layout, 2, 2, 1)
         assert batch.sharding.spec == sharding.batch_spec(2)
         batches.append(np.asarray(batch))
@@ -117,12 +122,14 @@ def test_two_processes_shares_form_the_one_process_batch(devices, mesh_shape):
     the shares side by side are the global batch that one process with 4 devices assembles."""
     mesh = sharding.make_mesh(*mesh_shape, devices=devices)
     args = (LeftColumnSource(1000), 5, (2, 3, 8), mesh)
-    one_process = np.asarray(next(input_pipeline.GlobalBatchIterator(*args, random_flip=True)))
+    one_process = np.asarray(
+        next(input_pipeline.GlobalBatchIterator(*args, random_flip=True))["x0"]
+    )
     it = input_pipeline.GlobalBatchIterator(*args, random_flip=True)
     indices, flips = it.next_layout()
-    shares = [it.share(indices, flips, devices[:2]), it.share(indices, flips, devices[2:])]
+    shares = [it.share(indices, flips, d)["x0"] for d in (devices[:2], devices[2:])]
     assert [s.shape[2] for s in shares] == [4, 4]
     assert 0 < flips.mean() < 1 and np.any(one_process[..., 0, 1, 0] > -1)  # some mirrored
     np.testing.assert_array_equal(np.concatenate(shares, axis=2), one_process)
     with pytest.raises(ValueError, match="non-contiguous"):
-        input_pipeline.process_rows(it._sharding, it.global_shape, [devices[0], devices[2]])
+        input_pipeline.process_rows(it._sharding, it.global_shapes["x0"], [devices[0], devices[2]])

@@ -7,8 +7,8 @@ import pytest
 from scipy import integrate, stats
 
 from conftest import make_tiny_config
-from diffmtl import diffusion as diffusion_lib
-from diffmtl import losses
+from diffmtl.diffusion import losses
+from diffmtl.diffusion import schedule as diffusion_lib
 
 
 def test_normal_kl_matches_numerical_integration():
@@ -87,7 +87,7 @@ def test_vlb_trains_only_the_variance_and_mse_only_the_mean():
     assert np.all(np.abs(grad_learned[..., 2:]).sum(axis=(1, 2, 3)) > 0)
     # The loss is the weighted MSE plus (T / 1000) L_vlb, with the decoder term at t = 0.
     vlb = losses.vlb_terms(diffusion, x0, x_t, t, out[..., :2], out[..., 2:])
-    mse = diffusion_lib.eps_loss(out[..., :2], noise) * diffusion.loss_weights[t]
+    mse = diffusion_lib.eps_loss(out[..., :2], noise) * diffusion.timestep_weights[t]
     np.testing.assert_allclose(
         losses.per_example_loss(diffusion, out, x0, x_t, t, noise),
         mse + diffusion.num_timesteps / 1000 * vlb,

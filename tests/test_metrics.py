@@ -5,9 +5,9 @@ import pytest
 import scipy.linalg
 
 from diffmtl.errors import UserError
-from diffmtl.metrics import frechet
-from diffmtl.metrics.inception_score import inception_score
-from diffmtl.metrics.precision_recall import knn_radii, precision_recall
+from diffmtl.evaluation.metrics import frechet
+from diffmtl.evaluation.metrics.inception_score import inception_score
+from diffmtl.evaluation.metrics.precision_recall import knn_radii, precision_recall
 
 
 def _random_covariance(rng, d, rank=None):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import make_tiny_config
-from diffmtl import checkpointing, train
-from main_runs import launch, write_tiny_config
+from diffmtl.training import checkpointing, experiment, loop
+from main_runs import launch
 
 OVERRIDES = {
     "train.num_train_steps": 3,
@@ -27,13 +27,12 @@ def _free_port():
 
 @pytest.mark.slow
 def test_two_processes_with_two_devices_equal_one_process_with_four(tmp_path):
-    config_path = write_tiny_config(tmp_path / "tiny.py", **OVERRIDES)
     workdir = tmp_path / "two_processes"
     port = _free_port()
     flags = ["--multihost", f"--coordinator_address=localhost:{port}", "--num_processes=2"]
     processes = [
         launch(
-            config_path,
+            OVERRIDES,
             workdir,
             *flags,
             f"--process_id={i}",
@@ -50,9 +49,9 @@ def test_two_processes_with_two_devices_equal_one_process_with_four(tmp_path):
     config = make_tiny_config()
     for name, value in OVERRIDES.items():
         config.update_from_flattened_dict({name: value})
-    one = jax.device_get(train.train_and_evaluate(config, str(tmp_path / "one_process")))
-    exp = train.build_experiment(config)
-    like = train.initial_state(config, exp)
+    one = jax.device_get(loop.train_and_evaluate(config, str(tmp_path / "one_process")))
+    exp = experiment.build_experiment(config)
+    like = experiment.initial_state(config, exp)
     two, _ = checkpointing.restore(checkpointing.make_manager(str(workdir), 3), like)
     two = jax.device_get(two)
     assert int(two.step) == int(one.step) == 3

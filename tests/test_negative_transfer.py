@@ -10,17 +10,19 @@ import numpy as np
 import pytest
 
 from conftest import make_tiny_config
-from diffmtl import config_validation, modes, sampling, tasks, train
+from diffmtl import config_validation, modes, tasks
 from diffmtl.analysis import negative_transfer
-from diffmtl.clustering import from_config
+from diffmtl.clustering import from_config, intervals
+from diffmtl.diffusion import samplers as sampling
 from diffmtl.errors import UserError
+from diffmtl.training import experiment
 
 
 def test_a_timestep_range_splits_only_that_interval_into_k_clusters():
     config = make_tiny_config()
     config.clustering.timestep_range = (200, 399)
     boundaries = from_config.cluster_boundaries(config)
-    np.testing.assert_array_equal(boundaries, tasks.uniform_boundaries(200, 5) + 200)
+    np.testing.assert_array_equal(boundaries, intervals.uniform_boundaries(200, 5) + 200)
     t = tasks.sample_timesteps(jax.random.PRNGKey(0), jnp.asarray(boundaries), 1000)
     assert int(t.min()) == 200 and int(t.max()) == 399
 
@@ -48,7 +50,7 @@ def test_specialists_share_everything_with_the_all_task_run_but_their_interval(t
     runs = negative_transfer.interval_configs(config, str(tmp_path))
     assert list(runs) == ["all_tasks"] + [f"specialist_{i}" for i in range(5)]
     assert runs["all_tasks"][0] is config
-    for i, (first, last) in enumerate(tasks.uniform_boundaries(1000, 5)):
+    for i, (first, last) in enumerate(intervals.uniform_boundaries(1000, 5)):
         specialist = runs[f"specialist_{i}"][0]
         assert tuple(specialist.clustering.timestep_range) == (first, last)
         assert specialist.clustering.method == "uniform"
@@ -58,13 +60,13 @@ def test_specialists_share_everything_with_the_all_task_run_but_their_interval(t
 
 def test_the_composite_sampler_uses_the_specialist_exactly_on_its_interval(devices):
     config = make_tiny_config()
-    exp = train.build_experiment(config, devices)
-    shared = train.initial_state(config, exp).params
+    exp = experiment.build_experiment(config, devices)
+    shared = experiment.initial_state(config, exp).params
     specialist = jax.tree.map(lambda p: p + 0.1, shared)
     shared = jax.tree.map(lambda p: p - 0.1, shared)
 
     def make(model_fn):
-        return sampling.make_sampler(model_fn, exp.diffusion, 4, 0.0, exp.image_shape, exp.mesh)
+        return sampling.make_sampler(model_fn, exp.diffusion, 4, 0.0, exp.example_shape, exp.mesh)
 
     plain, composite = (
         make(sampling.model_output_fn(exp.model)),

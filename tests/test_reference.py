@@ -5,8 +5,9 @@ import os
 import numpy as np
 
 from conftest import make_tiny_config
-from diffmtl import evaluate, sharding
-from diffmtl.metrics import features, frechet, reference
+from diffmtl import sharding
+from diffmtl.evaluation import evaluator as evaluate
+from diffmtl.evaluation.metrics import features, frechet, reference
 
 
 def test_reference_cli_and_run_cache_agree(tmp_path, devices):

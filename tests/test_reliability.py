@@ -8,13 +8,16 @@ import numpy as np
 import pytest
 
 from conftest import make_tiny_config
-from diffmtl import checkpointing, input_pipeline, resume, train
+from diffmtl.data import from_config as data_from_config
+from diffmtl.data import pipeline as input_pipeline
+from diffmtl.data.fashion_mnist import FashionMNIST
 from diffmtl.errors import UserError
+from diffmtl.training import checkpointing, experiment, loop, resume
 
 
 def _experiment_and_state(config, devices):
-    exp = train.build_experiment(config, devices)
-    return exp, train.initial_state(config, exp)
+    exp = experiment.build_experiment(config, devices)
+    return exp, experiment.initial_state(config, exp)
 
 
 def test_a_non_finite_step_changes_nothing_but_the_step_and_the_skip_count(devices):
@@ -22,7 +25,8 @@ def test_a_non_finite_step_changes_nothing_but_the_step_and_the_skip_count(devic
     exp, state = _experiment_and_state(config, devices)
     data = input_pipeline.GlobalBatchIterator(exp.source, 0, exp.layout, exp.mesh)
     before = jax.device_get(state)
-    bad = next(data).at[0, 0, 0, 0, 0, 0].set(jnp.nan)
+    batch = next(data)
+    bad = {**batch, "x0": batch["x0"].at[0, 0, 0, 0, 0, 0].set(jnp.nan)}
     state, metrics = exp.train_step[False](state, bad)
     after = jax.device_get(state)
     assert int(after.step) == 1 and int(after.consecutive_skips) == 1
@@ -47,17 +51,23 @@ def test_a_run_of_non_finite_steps_stops_and_keeps_finite_checkpoints(tmp_path, 
     config = make_tiny_config()
     config.train.num_train_steps = 12
     config.train.max_consecutive_skips = 3
-    calls = []
-    real = input_pipeline.to_model_range
 
-    def poisoned(images):
-        calls.append(1)
-        out = real(images)
-        return out if len(calls) <= 3 else np.full_like(out, np.nan)
+    class Poisoned(FashionMNIST):
+        """Training examples turn NaN after the third batch."""
 
-    monkeypatch.setattr(input_pipeline, "to_model_range", poisoned)
+        calls = 0
+
+        def examples(self, indices):
+            out = super().examples(indices)
+            Poisoned.calls += 1
+            return {k: np.full_like(v, np.nan) for k, v in out.items()} if self.calls > 3 else out
+
+    def source(cfg, split):
+        return (Poisoned if split == "train" else FashionMNIST)(cfg.dir, split)
+
+    monkeypatch.setitem(data_from_config.SOURCES, "fashion_mnist", source)
     with pytest.raises(UserError, match=r"stopped: 3 steps in a row had a non-finite loss"):
-        train.train_and_evaluate(config, str(tmp_path))
+        loop.train_and_evaluate(config, str(tmp_path))
     manager = checkpointing.make_manager(str(tmp_path), 10)
     assert manager.latest_step() >= 4  # saves every 2 steps went on while steps were skipped
     _, like = _experiment_and_state(config, jax.devices())
@@ -87,9 +97,9 @@ def test_resume_refuses_locked_fields_and_allows_the_rest():
 
 def _train_until(config, devices, workdir, until):
     """Resumes (or starts) in workdir on `devices`, trains to step `until`, saves; the state."""
-    exp = train.build_experiment(config, devices)
+    exp = experiment.build_experiment(config, devices)
     manager = checkpointing.make_manager(str(workdir), 5)
-    state, position = train.restore_or_initialise(config, exp, manager, str(workdir))
+    state, position = resume.restore_or_initialise(config, exp, manager, str(workdir))
     data = input_pipeline.GlobalBatchIterator(
         exp.source, config.seed, exp.layout, exp.mesh, position or input_pipeline.DataPosition()
     )
@@ -131,4 +141,4 @@ def test_a_checkpoint_of_another_state_layout_is_refused_in_one_line(tmp_path, d
     manager.save(0, args=args)
     manager.wait_until_finished()
     with pytest.raises(UserError, match="does not match this version's training state"):
-        train.restore_or_initialise(config, exp, manager, str(tmp_path))
+        resume.restore_or_initialise(config, exp, manager, str(tmp_path))

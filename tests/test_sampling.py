@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from conftest import make_tiny_config
-from diffmtl import evaluate, sampling, sharding
-from diffmtl.diffusion import make_diffusion, schedule_alphas_cumprod
-from diffmtl.models.unet import make_model
+from diffmtl import sharding
+from diffmtl.diffusion import samplers as sampling
+from diffmtl.diffusion.schedule import make_diffusion, schedule_alphas_cumprod
+from diffmtl.evaluation import evaluator as evaluate
+from diffmtl.models import make_model
 
 
 def test_respaced_timesteps_span_zero_to_t_minus_one():
@@ -56,9 +58,9 @@ def test_exact_eps_of_a_one_point_dataset_returns_the_point(devices, eta):
 @pytest.fixture(scope="module")
 def tiny_sampler_parts():
     config = make_tiny_config()
-    model = make_model(config, 1)
+    model = make_model(config, (28, 28, 1))
     x, t = jnp.zeros((1, 28, 28, 1)), jnp.zeros((1,), jnp.int32)
-    params = jax.jit(lambda key: model.init(key, x, t, train=False))(jax.random.PRNGKey(0))
+    params = jax.jit(lambda key: model.init(key, x, t, None, train=False))(jax.random.PRNGKey(0))
     # The output convolution starts at zero; perturb every weight so that eps depends on x.
     rng = np.random.default_rng(1)
     noisy = jax.tree.map(lambda p: p + 0.05 * rng.normal(size=p.shape), params["params"])

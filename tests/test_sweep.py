@@ -13,9 +13,9 @@ import pytest
 
 from benchmarks import reproduce_table1
 from conftest import make_tiny_config
-from diffmtl import train
 from diffmtl.analysis import sweep, sweep_report
 from diffmtl.errors import UserError
+from diffmtl.training import experiment
 
 VANILLA = sweep.Row("vanilla", "vanilla", "core", {"clustering.k": 1, "mtl.method": "equal"})
 ANT_UW = sweep.Row(
@@ -87,7 +87,7 @@ def test_rows_of_one_seed_start_from_the_same_parameters(tmp_path):
     params = []
     for row in (VANILLA, ANT_UW):
         config = sweep.run_config(base, row, 0, settings, str(tmp_path), [VANILLA, ANT_UW])
-        params.append(train.initial_state(config, train.build_experiment(config)).params)
+        params.append(experiment.initial_state(config, experiment.build_experiment(config)).params)
     jax.tree.map(np.testing.assert_array_equal, *params)
 
 

@@ -8,10 +8,13 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from conftest import make_tiny_config
-from diffmtl import checkpointing, diffusion, input_pipeline, losses, modes, train
+from diffmtl import models, modes
 from diffmtl.analysis import sketch, task_affinity
 from diffmtl.clustering import from_config
+from diffmtl.diffusion import losses
+from diffmtl.diffusion import schedule as diffusion
 from diffmtl.errors import UserError
+from diffmtl.training import checkpointing, experiment
 
 
 def _pair_with_cosine(rng, dim, cosine):
@@ -61,14 +64,14 @@ def tiny(devices):
     """A tiny model with perturbed parameters (the zero output layer would make every gradient
     but the last layer's vanish), 8 images, their noise and a grid of 6 timesteps."""
     config = make_tiny_config()
-    exp = train.build_experiment(config, devices)
-    state = train.initial_state(config, exp)
+    exp = experiment.build_experiment(config, devices)
+    state = experiment.initial_state(config, exp)
     key = jax.random.PRNGKey(1)
     params = jax.tree.map(
         lambda p: p + 0.05 * jax.random.normal(jax.random.fold_in(key, p.size), p.shape),
         state.params,
     )
-    x0 = input_pipeline.to_model_range(exp.source.images(np.arange(8)))
+    x0 = exp.source.examples(np.arange(8))["x0"]
     noise = np.asarray(jax.random.normal(jax.random.PRNGKey(2), x0.shape))
     grid = np.array([0, 10, 200, 500, 800, 999], np.int32)
     return config, exp, params, jnp.asarray(x0), jnp.asarray(noise), grid
@@ -80,7 +83,7 @@ def _direct_affinity(exp, params, x0, noise, grid):
     def task_loss(p, t):
         ts = jnp.full((x0.shape[0],), t, jnp.int32)
         x_t = diffusion.q_sample(exp.diffusion, x0, ts, noise)
-        out = exp.model.apply({"params": p}, x_t, ts, train=False)
+        out = models.denoise(exp.model, p, x_t, ts)
         return jnp.mean(losses.per_example_loss(exp.diffusion, out, x0, x_t, ts, noise))
 
     grad = jax.jit(jax.grad(task_loss))
@@ -141,8 +144,8 @@ def test_interpolation_to_all_timesteps_keeps_grid_values_and_the_properties():
 
 def _checkpoint_with_perturbed_params(config, tmp_path):
     """A workdir holding one checkpoint (step 0) without training: no step is compiled."""
-    exp = train.build_experiment(config)
-    state = train.initial_state(config, exp)
+    exp = experiment.build_experiment(config)
+    state = experiment.initial_state(config, exp)
     state = state.replace(params=jax.tree.map(lambda p: p + 0.05, state.params))
     manager = checkpointing.make_manager(str(tmp_path), 3)
     meta = {"data_position": {}, "config": config.to_dict(), "boundaries": []}

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 
 from diffmtl import tasks
+from diffmtl.clustering import intervals
 
 
 @pytest.mark.parametrize("T,k", [(1000, 5), (10, 3), (7, 7), (1000, 1)])
 def test_uniform_boundaries_cover_with_equal_widths(T, k):
-    b = tasks.uniform_boundaries(T, k)
-    tasks.check_boundaries(b, 0, T - 1)
+    b = intervals.uniform_boundaries(T, k)
+    intervals.check_boundaries(b, 0, T - 1)
     widths = b[:, 1] - b[:, 0] + 1
     assert widths.sum() == T and widths.max() - widths.min() <= 1
 
@@ -21,12 +22,12 @@ def test_uniform_boundaries_cover_with_equal_widths(T, k):
 )
 def test_check_boundaries_rejects_gaps_overlaps_and_wrong_ends(bad):
     with pytest.raises(ValueError):
-        tasks.check_boundaries(np.array(bad), 0, 9)
+        intervals.check_boundaries(np.array(bad), 0, 9)
 
 
 def test_stratified_sampling_counts_ranges_and_reachability():
     T, k, per_cluster = 23, 4, 500
-    b = jnp.asarray(tasks.uniform_boundaries(T, k))
+    b = jnp.asarray(intervals.uniform_boundaries(T, k))
     t = np.asarray(tasks.sample_timesteps(jax.random.PRNGKey(0), b, per_cluster))
     assert t.shape == (k, per_cluster)  # Exactly B / k per cluster.
     for i, (lo, hi) in enumerate(np.asarray(b)):

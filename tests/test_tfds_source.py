@@ -10,10 +10,13 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from conftest import make_tiny_config
-from diffmtl import datasets, input_pipeline, prepare_tfds, sharding
+from diffmtl import sharding
+from diffmtl.data import from_config as data_from_config
+from diffmtl.data import pipeline as input_pipeline
+from diffmtl.data import prepare_tfds
+from diffmtl.data.image_folder import ImageFolder
+from diffmtl.data.tfds_source import TfdsSource
 from diffmtl.errors import UserError
-from diffmtl.image_folder import ImageFolder
-from diffmtl.tfds_source import TfdsSource
 
 NUM_IMAGES = 12
 SIZE = 8
@@ -60,7 +63,7 @@ def _batches(source, devices, num_batches=3):
     """Batches of 10 with random flips: they cross the 12-image epoch boundary."""
     mesh = sharding.make_mesh(devices=devices)
     data = input_pipeline.GlobalBatchIterator(source, 3, (1, 5, 2), mesh, random_flip=True)
-    return [np.asarray(jax.device_get(next(data))) for _ in range(num_batches)]
+    return [np.asarray(jax.device_get(next(data)["x0"])) for _ in range(num_batches)]
 
 
 @pytest.mark.parametrize("file_format", ["array_record", "tfrecord"])
@@ -82,7 +85,7 @@ def test_make_source_reads_tfds_from_the_config(prepared):
         SIZE,
         3,
     )
-    source = datasets.make_source(config)
+    source = data_from_config.make_source(config)
     assert source.images(np.array([4, 0])).shape == (2, SIZE, SIZE, 3)
 
 

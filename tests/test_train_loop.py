@@ -10,16 +10,18 @@ import pytest
 import tensorflow as tf
 
 from conftest import make_tiny_config
-from diffmtl import diffusion, modes, train
+from diffmtl import modes
 from diffmtl.clustering import from_config, interval_clustering
+from diffmtl.diffusion import schedule as diffusion
 from diffmtl.errors import UserError
+from diffmtl.training import experiment, loop
 
 
 def run(workdir, num_train_steps, clustering_method="uniform"):
     config = make_tiny_config()
     config.train.num_train_steps = num_train_steps
     config.clustering.method = clustering_method
-    return jax.device_get(train.train_and_evaluate(config, str(workdir)))
+    return jax.device_get(loop.train_and_evaluate(config, str(workdir)))
 
 
 @pytest.mark.slow
@@ -89,8 +91,8 @@ def test_sample_and_evaluate_modes_need_a_checkpoint(tmp_path):
 def test_dp_clusters_reach_the_train_state(tmp_path):
     config = make_tiny_config()
     config.clustering.method = "log_snr"
-    exp = train.build_experiment(config)
-    state = train.initial_state(config, exp)
+    exp = experiment.build_experiment(config)
+    state = experiment.initial_state(config, exp)
     abar = diffusion.schedule_alphas_cumprod(config)
     expected = interval_clustering(from_config.interval_cost("log_snr", abar), 5)
     np.testing.assert_array_equal(np.asarray(state.boundaries), expected)

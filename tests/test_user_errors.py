@@ -11,14 +11,23 @@ import pytest
 from PIL import Image
 
 from conftest import FASHION_MNIST_DIR, make_tiny_config
-from diffmtl import checkpointing, input_pipeline, modes, train
+from diffmtl import modes
+from diffmtl.data import pipeline as input_pipeline
 from diffmtl.errors import exit_on_user_error
+from diffmtl.training import checkpointing, loop
 
 
 def _set(field, value):
     def edit(config, tmp_path):
         section, name = field.split(".")
         config[section][name] = value
+
+    return edit
+
+
+def _unet_image_size(size):
+    def edit(config, tmp_path):
+        config.model.name, config.data.image_size = "unet", size
 
     return edit
 
@@ -45,15 +54,11 @@ def _truncated_idx(config, tmp_path):
 
 
 CASES = {
-    "k below 1": (_set("clustering.k", 0), "clustering.k=0 must be between 1 and"),
-    "k above T": (_set("clustering.k", 1001), "clustering.k=1001 must be between 1 and"),
+    # One config field (test_config_validation.py names every field's errors); the rest are
+    # cross-checks against the model, the data and files.
     "batch size": (_set("train.batch_size", 42), "train.batch_size=42 is not divisible by"),
-    "learning rate": (_set("train.learning_rate", 0.0), "train.learning_rate=0.0 must be > 0"),
-    "method": (_set("mtl.method", "magic"), "mtl.method='magic' is unknown"),
-    "cost": (_set("clustering.method", "kmeans"), "clustering.method='kmeans' is unknown"),
-    "schedule": (_set("diffusion.schedule", "sigmoid"), "diffusion.schedule='sigmoid' is unknown"),
-    "weighting": (_set("diffusion.loss_weighting", "edm"), "loss_weighting='edm' is unknown"),
-    "image size": (_set("data.image_size", 27), "data.image_size=27 cannot be halved"),
+    "image size": (_unet_image_size(27), "data.image_size=27 cannot be halved"),
+    "model": (_set("model.name", "vit"), "model.name='vit' is unknown"),
     "feature network": (_set("data.channels", 3), "'fmnist_classifier' reads 28x28x1 images"),
     "missing TAS": (_tas(None), "tas.npy does not exist"),
     "malformed TAS": (_tas(b"not numpy"), "tas.npy is not a readable .npy array"),
@@ -90,7 +95,7 @@ def test_an_unreadable_image_mid_run_stops_after_the_last_good_checkpoint(
     config.eval.feature_network = "inception"  # the evaluator is not what this test is about:
     config.eval.inception_path = str(tmp_path / "stand_in.npz")  # replaced below, never read
     (tmp_path / "stand_in.npz").write_bytes(b"")
-    monkeypatch.setattr(train.evaluate, "Evaluator", lambda *args: None)
+    monkeypatch.setattr(loop.evaluator_lib, "Evaluator", lambda *args: None)
     config.train.num_train_steps, config.checkpoint_every_steps = 6, 1
     n = 200
     order = input_pipeline.epoch_permutation(config.seed, 0, n)

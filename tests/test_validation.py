@@ -6,15 +6,16 @@ import numpy as np
 from flax import linen as nn
 
 from conftest import make_tiny_config
-from diffmtl import sharding, validation
-from diffmtl.diffusion import make_diffusion
+from diffmtl import sharding
+from diffmtl.diffusion.schedule import make_diffusion
+from diffmtl.evaluation import validation_loss as validation
 
 
 class ScaledIdentity(nn.Module):
     """eps_theta(x_t, t) = w x_t: w = 0 gives L_t = mean(noise^2)."""
 
     @nn.compact
-    def __call__(self, x, t, train=False):
+    def __call__(self, x, t, cond=None, *, train=False):
         return self.param("w", nn.initializers.zeros, ()) * x
 
 

@@ -4,7 +4,8 @@ import jax
 import numpy as np
 
 from conftest import make_tiny_config
-from diffmtl import input_pipeline, train
+from diffmtl.data import pipeline as input_pipeline
+from diffmtl.training import experiment
 
 ATOL = 1e-5
 
@@ -20,8 +21,8 @@ def config_for(num_microbatches=1, microbatch_loop="unroll", method="equal"):
 
 def run_steps(config, devices, num_steps=2, with_task_grads=None):
     """Trains num_steps; with_task_grads=None asks the MTL method, as the training loop does."""
-    exp = train.build_experiment(config, devices)
-    state = train.initial_state(config, exp)
+    exp = experiment.build_experiment(config, devices)
+    state = experiment.initial_state(config, exp)
     data = input_pipeline.GlobalBatchIterator(exp.source, config.seed, exp.layout, exp.mesh)
     for step in range(num_steps):
         flag = with_task_grads

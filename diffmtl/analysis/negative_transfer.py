@@ -29,17 +29,22 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from diffmtl import evaluate, modes, sampling, tasks, train
 from diffmtl.analysis import plots
+from diffmtl.clustering import intervals
+from diffmtl.diffusion import samplers
+from diffmtl.evaluation import evaluator as evaluation
+from diffmtl.training import loop, resume
 
 
 def interval_configs(config, workdir: str) -> dict[str, tuple[object, str]]:
     """name -> (config, run directory) of the all-task run and of every specialist."""
     num_timesteps = config.diffusion.num_timesteps
-    intervals = tasks.uniform_boundaries(num_timesteps, config.analysis.ntg_num_intervals)
+    specialist_intervals = intervals.uniform_boundaries(
+        num_timesteps, config.analysis.ntg_num_intervals
+    )
     runs = {"all_tasks": (config, os.path.join(workdir, "all_tasks"))}
-    reference = evaluate.reference_path(config, runs["all_tasks"][1])
-    for i, (first, last) in enumerate(intervals):
+    reference = evaluation.reference_path(config, runs["all_tasks"][1])
+    for i, (first, last) in enumerate(specialist_intervals):
         specialist = config.copy_and_resolve_references()
         with specialist.unlocked():
             specialist.clustering.method = "uniform"
@@ -55,11 +60,11 @@ def _finished(run_dir: str) -> bool:
     return (epath.Path(run_dir) / "metrics.json").exists()
 
 
-def composite_model_fn(model) -> sampling.ModelFn:
+def composite_model_fn(model) -> samplers.ModelFn:
     """model_fn((all-task params, specialist params, [first, last]), x, t): the specialist's
     output where t lies in [first, last], the all-task model's elsewhere (t is one timestep per
     reverse step, so one forward pass with the selected parameters)."""
-    apply = sampling.model_output_fn(model)
+    apply = samplers.model_output_fn(model)
 
     def model_fn(params, x, t):
         shared, specialist, interval = params
@@ -85,16 +90,16 @@ def negative_transfer_gap(config, workdir: str) -> str:
     for name, (run_config, run_dir) in runs.items():
         if not _finished(run_dir):
             logging.info("NTG: training %s in %s", name, run_dir)
-            train.train_and_evaluate(run_config, run_dir)
+            loop.train_and_evaluate(run_config, run_dir)
     ntg_config = _ntg_sampling_config(config)
-    exp, shared, _ = modes.restore_ema_params(config, runs["all_tasks"][1])
-    evaluator = evaluate.Evaluator(ntg_config, exp, runs["all_tasks"][1])
-    composite = sampling.make_sampler(
+    exp, shared, _ = resume.restore_ema_params(config, runs["all_tasks"][1])
+    evaluator = evaluation.Evaluator(ntg_config, exp, runs["all_tasks"][1])
+    composite = samplers.make_sampler(
         composite_model_fn(exp.model),
         exp.diffusion,
         ntg_config.sampling.num_steps,
         0.0,
-        exp.image_shape,
+        exp.example_shape,
         exp.mesh,
         ntg_config.sampling.clip_denoised,
     )
@@ -106,10 +111,10 @@ def negative_transfer_gap(config, workdir: str) -> str:
         if name == "all_tasks":
             samples = evaluator.samples(shared, ntg_config.eval.num_samples)
         else:
-            _, specialist, _ = modes.restore_ema_params(run_config, run_dir)
+            _, specialist, _ = resume.restore_ema_params(run_config, run_dir)
             interval = jnp.asarray(run_config.clustering.timestep_range, jnp.int32)
             params = (shared, specialist, interval)
-            samples = evaluate.generate(
+            samples = evaluation.generate_samples(
                 composite, params, ntg_config.eval.num_samples, ntg_config.sampling
             )
         record["samplers"][name] = evaluator.quality(samples)

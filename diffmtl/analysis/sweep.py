@@ -2,7 +2,7 @@
 several checkpoints, recorded in <workdir>/results.json.
 
 For every (row, seed), in seed-major order (a sweep that stops early has whole seeds):
-  1. train <workdir>/runs/<row>/seed_<s> with train.train_and_evaluate, saving a checkpoint at
+  1. train <workdir>/runs/<row>/seed_<s> with loop.train_and_evaluate, saving a checkpoint at
      every evaluation step and keeping all of them; its own final evaluation (metrics.json) is
      the last evaluation step's entry. A killed run resumes from its newest checkpoint.
   2. evaluate every other evaluation step's checkpoint (EMA params: FID, precision, recall,
@@ -27,10 +27,11 @@ import ml_collections
 from absl import logging
 from etils import epath
 
-from diffmtl import checkpointing, evaluate, train
 from diffmtl.analysis import tas_command
 from diffmtl.errors import UserError
-from diffmtl.metrics import reference
+from diffmtl.evaluation import evaluator as evaluation
+from diffmtl.evaluation.metrics import reference
+from diffmtl.training import checkpointing, experiment, loop, resume
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +115,7 @@ def run_config(base, row: Row, seed: int, settings: Settings, workdir: str, rows
         "keep_checkpoints": len(settings.eval_steps),
         "eval.every_steps": 0,
         "eval.num_samples": settings.num_samples,
-        "eval.reference_path": evaluate.reference_path(base, workdir),
+        "eval.reference_path": evaluation.reference_path(base, workdir),
     }
     if config.clustering.method == "gradient":
         shared["clustering.tas_path"] = tas_path(workdir, rows, settings)
@@ -188,7 +189,7 @@ def _entry(metrics: dict) -> dict:
 def train_run(config, directory: str, record: dict) -> None:
     """Trains (or finishes) one run; records the final step's evaluation from its metrics.json."""
     start = time.perf_counter()
-    train.train_and_evaluate(config, directory)
+    loop.train_and_evaluate(config, directory)
     final = json.loads((epath.Path(directory) / "metrics.json").read_text())
     record["evals"][str(final["step"])] = _entry(final["metrics"])
     record["train_seconds"] = record.get("train_seconds", 0.0) + time.perf_counter() - start
@@ -199,10 +200,10 @@ def evaluate_checkpoints(config, directory: str, record: dict, steps, save) -> N
     missing = [step for step in steps if str(step) not in record["evals"]]
     if not missing:
         return
-    exp = train.build_experiment(config)
+    exp = experiment.build_experiment(config)
     manager = checkpointing.make_manager(directory, config.keep_checkpoints)
-    evaluator = evaluate.Evaluator(config, exp, directory)
-    restore = train.checkpoint_restorer(config, exp, manager, directory)
+    evaluator = evaluation.Evaluator(config, exp, directory)
+    restore = resume.checkpoint_restorer(config, exp, manager, directory)
     for step in missing:
         state, _ = restore(step)
         metrics, _ = evaluator(state.ema_params, config.eval.num_samples)
@@ -214,7 +215,7 @@ def evaluate_checkpoints(config, directory: str, record: dict, steps, save) -> N
 def ensure_reference(base, workdir: str) -> str:
     """The FID reference every run shares: base's eval.reference_path, or one made once from the
     data into `workdir` (what a run's validation requires to exist)."""
-    path = evaluate.reference_path(base, workdir)
+    path = evaluation.reference_path(base, workdir)
     if not epath.Path(path).exists():
         epath.Path(workdir).mkdir(parents=True, exist_ok=True)
         reference.write_reference(base, path)

@@ -20,14 +20,16 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from diffmtl import checkpointing, diffusion, input_pipeline, sharding, train
+from diffmtl import sharding
 from diffmtl.analysis import plots, sketch, task_affinity
+from diffmtl.diffusion import schedule
+from diffmtl.diffusion.samplers import respaced_timesteps
 from diffmtl.errors import UserError
-from diffmtl.metrics.sample_quality import reference_indices
-from diffmtl.sampling import respaced_timesteps
+from diffmtl.evaluation.metrics.sample_quality import reference_indices
+from diffmtl.training import checkpointing, experiment, resume
 
 
-def affinity_inputs(config, exp: train.Experiment) -> tuple[jax.Array, jax.Array]:
+def affinity_inputs(config, exp: experiment.Experiment) -> tuple[jax.Array, jax.Array]:
     """The N fixed training images in [-1, 1] and their noise, batch-sharded: [N, H, W, C] each."""
     cfg = config.analysis
     shards = sharding.num_batch_shards(exp.mesh)
@@ -41,7 +43,7 @@ def affinity_inputs(config, exp: train.Experiment) -> tuple[jax.Array, jax.Array
         raise UserError(
             f"analysis.tas_num_images={cfg.tas_num_images} but the data has {len(indices)} images"
         )
-    x0 = input_pipeline.to_model_range(exp.source.images(indices))
+    x0 = exp.source.examples(indices)["x0"]
     noise = np.asarray(jax.random.normal(jax.random.PRNGKey(cfg.seed), x0.shape), np.float32)
     spec = sharding.batch_sharding(exp.mesh, 0)
     return jax.device_put(x0, spec), jax.device_put(noise, spec)
@@ -60,7 +62,7 @@ def checkpoint_steps(config, manager, workdir: str) -> list[int]:
     return wanted
 
 
-def make_affinity(config, exp: train.Experiment, num_params: int):
+def make_affinity(config, exp: experiment.Experiment, num_params: int):
     """affinity(params, x0, noise, grid [G]) -> TAS [G, G], projected or exact (analysis.*);
     compiled once for every checkpoint."""
     cfg = config.analysis
@@ -86,13 +88,13 @@ def make_affinity(config, exp: train.Experiment, num_params: int):
 def task_affinity_of_workdir(config, workdir: str) -> str:
     """Computes and writes the files of the module docstring; returns a one-line summary."""
     start = time.time()
-    exp = train.build_experiment(config)
+    exp = experiment.build_experiment(config)
     manager = checkpointing.make_manager(workdir, config.keep_checkpoints)
     steps = checkpoint_steps(config, manager, workdir)
     num_timesteps = config.diffusion.num_timesteps
     grid = respaced_timesteps(num_timesteps, config.analysis.tas_num_timesteps or num_timesteps)
     x0, noise = affinity_inputs(config, exp)
-    restore = train.checkpoint_restorer(config, exp, manager, workdir)
+    restore = resume.checkpoint_restorer(config, exp, manager, workdir)
     affinity = None
     per_step = []
     for step in steps:
@@ -124,7 +126,7 @@ def write_outputs(config, workdir, tas, grid, per_step, steps, start) -> str:
         with (root / "tas_grid.npz").open("wb") as f:
             np.savez(f, grid=grid, per_step=per_step)
         (root / "tas.json").write_text(json.dumps(record, indent=2))
-        log_snr = diffusion.log_snr(diffusion.schedule_alphas_cumprod(config))
+        log_snr = schedule.log_snr(schedule.schedule_alphas_cumprod(config))
         title = f"TAS, steps {record['steps']}, N={cfg.tas_num_images}"
         plots.plot_task_affinity(os.path.join(workdir, "tas.png"), tas, log_snr, title)
     return f"TAS [{tas.shape[0]}, {tas.shape[1]}] of steps {record['steps']} in {root / 'tas.npy'}"

@@ -25,24 +25,22 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from diffmtl import diffusion as diffusion_lib
-from diffmtl import losses
+from diffmtl import models
 from diffmtl.analysis.sketch import CountSketch, apply_count_sketch
+from diffmtl.diffusion import losses, schedule
 from diffmtl.mtl.base import gram_matrix
 
 # grads(params, x0 [N, H, W, C], noise [N, H, W, C], t [c] int32) -> pytree of [c, *param shape].
 TimestepGradients = Callable[[object, jax.Array, jax.Array, jax.Array], object]
 
 
-def make_timestep_gradients(
-    model: nn.Module, diffusion: diffusion_lib.Diffusion
-) -> TimestepGradients:
+def make_timestep_gradients(model: nn.Module, diffusion: schedule.Diffusion) -> TimestepGradients:
     """grad L_t for each t of a chunk (vmapped: one backward pass over c x N images)."""
 
     def task_loss(params, x0, noise, t):  # [] = L_t on the N images
         ts = jnp.full((x0.shape[0],), t, jnp.int32)
-        x_t = diffusion_lib.q_sample(diffusion, x0, ts, noise)
-        out = model.apply({"params": params}, x_t, ts, train=False)
+        x_t = schedule.q_sample(diffusion, x0, ts, noise)
+        out = models.denoise(model, params, x_t, ts)
         return jnp.mean(losses.per_example_loss(diffusion, out, x0, x_t, ts, noise))
 
     return jax.vmap(jax.grad(task_loss), in_axes=(None, None, None, 0))

@@ -14,17 +14,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from diffmtl import diffusion  # noqa: E402
 from diffmtl.clustering import costs, dp, from_config  # noqa: E402
+from diffmtl.diffusion import schedule  # noqa: E402
 from diffmtl.errors import UserError, exit_on_user_error  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("schedule", "linear", list(diffusion.SCHEDULES), "Beta schedule.")
-flags.DEFINE_integer("T", 1000, "Number of timesteps.")
-flags.DEFINE_integer("k", 5, "Number of clusters.")
-flags.DEFINE_string("cost", "log_snr", f"Interval cost, one of {list(costs.COSTS)}.")
-flags.DEFINE_string("tas", "", "Task-affinity matrix [T, T] (.npy) for --cost=gradient.")
-flags.DEFINE_string("out", "clusters.png", "Where to write the figure.")
 
 
 def plot(path: str, boundaries, log_snr, totals, tas=None) -> None:
@@ -54,11 +48,11 @@ def plot(path: str, boundaries, log_snr, totals, tas=None) -> None:
 def run() -> None:
     if FLAGS.cost == "gradient" and not FLAGS.tas:
         raise UserError("--cost=gradient needs --tas=PATH, a [T, T] task-affinity .npy file")
-    abar = diffusion.alphas_cumprod(diffusion.beta_schedule(FLAGS.schedule, FLAGS.T))
+    abar = schedule.alphas_cumprod(schedule.beta_schedule(FLAGS.schedule, FLAGS.T))
     cost = from_config.interval_cost(FLAGS.cost, abar, FLAGS.tas)
     boundaries = np.asarray(dp.interval_clustering(cost, FLAGS.k))
     totals = dp.cost_versus_k(cost, FLAGS.k)
-    log_snr = diffusion.log_snr(abar)
+    log_snr = schedule.log_snr(abar)
     print(f"{FLAGS.cost} clusters, {FLAGS.schedule} schedule, T={FLAGS.T}, k={FLAGS.k}:")
     print(from_config.boundaries_table(boundaries, log_snr))
     print("optimal total cost for k' = 1..k: " + ", ".join(f"{c:.6g}" for c in totals))
@@ -72,5 +66,15 @@ def main(argv):
     exit_on_user_error(run)
 
 
+def define_flags() -> None:
+    flags.DEFINE_enum("schedule", "linear", list(schedule.SCHEDULES), "Beta schedule.")
+    flags.DEFINE_integer("T", 1000, "Number of timesteps.")
+    flags.DEFINE_integer("k", 5, "Number of clusters.")
+    flags.DEFINE_string("cost", "log_snr", f"Interval cost, one of {list(costs.COSTS)}.")
+    flags.DEFINE_string("tas", "", "Task-affinity matrix [T, T] (.npy) for --cost=gradient.")
+    flags.DEFINE_string("out", "clusters.png", "Where to write the figure.")
+
+
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -1,5 +1,5 @@
-"""What the trainer calls once before training: config.clustering -> boundaries [k, 2], plus a
-table of the intervals and the check that a resumed run keeps its clusters."""
+"""What the trainer calls once before training: config.clustering -> boundaries [k, 2], and a
+table of the intervals."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import os
 
 import numpy as np
 
-from diffmtl import diffusion, tasks
-from diffmtl.clustering import costs, dp
+from diffmtl.clustering import costs, dp, intervals
+from diffmtl.diffusion import schedule
 from diffmtl.errors import UserError
 
 METHODS = ("uniform", *costs.COSTS)
@@ -43,9 +43,9 @@ def interval_cost(name: str, abar: np.ndarray, tas_path: str = "") -> np.ndarray
     if name == "timestep":
         return costs.timestep_cost(abar.shape[0])
     if name == "snr":
-        return costs.snr_cost(diffusion.snr(abar))
+        return costs.snr_cost(schedule.snr(abar))
     if name == "log_snr":
-        return costs.log_snr_cost(diffusion.log_snr(abar))
+        return costs.log_snr_cost(schedule.log_snr(abar))
     if name == "gradient":
         return costs.gradient_cost(load_tas(tas_path, abar.shape[0]))
     raise UserError(f"clustering cost {name!r} is unknown; use one of {list(costs.COSTS)}")
@@ -65,11 +65,11 @@ def cluster_boundaries(config) -> np.ndarray:
     cfg = config.clustering
     first, last = timestep_range(config)
     if cfg.method == "uniform":
-        boundaries = tasks.uniform_boundaries(last - first + 1, cfg.k, first)
+        boundaries = intervals.uniform_boundaries(last - first + 1, cfg.k, first)
     else:
-        cost = interval_cost(cfg.method, diffusion.schedule_alphas_cumprod(config), cfg.tas_path)
+        cost = interval_cost(cfg.method, schedule.schedule_alphas_cumprod(config), cfg.tas_path)
         boundaries = np.asarray(dp.interval_clustering(cost, cfg.k), np.int32)
-    tasks.check_boundaries(boundaries, first, last)
+    intervals.check_boundaries(boundaries, first, last)
     return boundaries
 
 
@@ -82,14 +82,3 @@ def boundaries_table(boundaries: np.ndarray, log_snr: np.ndarray) -> str:
         snr_range = f"{log_snr[lo]:+.2f} .. {log_snr[hi]:+.2f}"
         lines.append(f"{i:>8}  {t_range:>11}  {snr_range:>17}  {share:>6.1%}")
     return "\n".join(lines)
-
-
-def check_resumed_boundaries(restored: np.ndarray, configured: np.ndarray, workdir: str) -> None:
-    """Refuses to resume a run whose checkpoint holds other clusters than the config gives."""
-    restored, configured = np.asarray(restored), np.asarray(configured)
-    if restored.shape != configured.shape or np.any(restored != configured):
-        raise UserError(
-            f"the checkpoint in {workdir} was trained with clusters {restored.tolist()} but the "
-            f"config gives {configured.tolist()}: restore the original clustering settings "
-            "(clustering.method, k, tas_path, diffusion schedule) or use a new workdir"
-        )

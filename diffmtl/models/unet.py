@@ -9,25 +9,16 @@ a fresh model predicts eps = 0.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from diffmtl.errors import require
+from diffmtl.models import common as models_common
+
 _zeros = nn.initializers.zeros
-
-
-def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
-    """Sinusoidal embedding of (possibly fractional) timesteps: t [B] -> [B, dim]."""
-    half = dim // 2
-    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
-    args = t.astype(jnp.float32)[:, None] * freqs[None, :]
-    emb = jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
-    if dim % 2:
-        emb = jnp.pad(emb, ((0, 0), (0, 1)))
-    return emb
 
 
 class ResBlock(nn.Module):
@@ -93,11 +84,10 @@ class Upsample(nn.Module):
         return nn.Conv(c, (3, 3), dtype=self.dtype)(x)
 
 
-class UNet(nn.Module):
+class UNet(models_common.Denoiser):
     """eps_theta(x_t, t).
 
     Attributes:
-      out_channels: channels of the prediction (the image channels; 2x with a learned variance).
       base_channels: channels at the first level.
       channel_mult: per-level multipliers of base_channels; the image is halved between levels,
         so the image size must be divisible by 2 ** (len(channel_mult) - 1).
@@ -105,25 +95,27 @@ class UNet(nn.Module):
       attention_resolutions: feature-map sizes (pixels on a side) that get self-attention.
       num_heads: attention heads.
       num_groups: GroupNorm groups; must divide base_channels.
-      dropout: dropout rate inside residual blocks (active when train=True).
-      dtype: computation dtype (parameters stay float32).
+      (models_common.Denoiser: out_channels, dropout (inside residual blocks), dtype.)
     """
 
-    out_channels: int
     base_channels: int = 64
     channel_mult: Sequence[int] = (1, 2, 2)
     num_res_blocks: int = 2
     attention_resolutions: Sequence[int] = (16,)
     num_heads: int = 4
     num_groups: int = 32
-    dropout: float = 0.0
-    dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, t: jax.Array, *, train: bool) -> jax.Array:
-        """x [B, H, W, C] in about [-1, 1], t [B] timesteps -> eps prediction [B, H, W, out]."""
+    def __call__(
+        self, x: jax.Array, t: jax.Array, cond: jax.Array | None = None, *, train: bool
+    ) -> jax.Array:
+        """x [B, H, W, C] in about [-1, 1], t [B] timesteps -> eps prediction [B, H, W, out].
+
+        cond: conditioning (class labels) [B]; unconditional models take None only.
+        """
+        models_common.require_unconditional(cond)
         emb_dim = 4 * self.base_channels
-        emb = timestep_embedding(t, self.base_channels)
+        emb = models_common.timestep_embedding(t, self.base_channels)
         emb = nn.Dense(emb_dim, dtype=self.dtype)(emb)
         emb = nn.Dense(emb_dim, dtype=self.dtype)(nn.silu(emb))
 
@@ -161,11 +153,33 @@ class UNet(nn.Module):
         return h.astype(jnp.float32)
 
 
-def make_model(config, image_channels: int) -> UNet:
-    """Builds the UNet from `config.model`: eps (C channels), or [eps, v] (2C) with learn_sigma."""
-    cfg = config.model
+def check_config(config, example_shape: tuple[int, int, int]) -> None:
+    """UserError naming the first field of config.model that cannot build a UNet for examples
+    of shape example_shape (H, W, C)."""
+    cfg, size = config.model, example_shape[0]
+    factor = 2 ** (len(cfg.channel_mult) - 1)
+    require(
+        size % factor == 0,
+        f"data.image_size={size} cannot be halved {len(cfg.channel_mult) - 1} times by "
+        f"model.channel_mult={tuple(cfg.channel_mult)}: use a size divisible by {factor} "
+        f"or fewer levels",
+    )
+    require(
+        cfg.base_channels % cfg.num_groups == 0,
+        f"model.num_groups={cfg.num_groups} must divide model.base_channels={cfg.base_channels}",
+    )
+    sizes = [size // 2**i for i in range(len(cfg.channel_mult))]
+    unused = sorted(set(cfg.attention_resolutions) - set(sizes))
+    require(
+        not unused,
+        f"model.attention_resolutions has {unused}, which no level reaches; levels are {sizes}",
+    )
+
+
+def make_model(cfg, out_channels: int) -> UNet:
+    """Builds the UNet from the model config `cfg` with `out_channels` output channels."""
     return UNet(
-        out_channels=image_channels * (2 if config.diffusion.learn_sigma else 1),
+        out_channels=out_channels,
         base_channels=cfg.base_channels,
         channel_mult=tuple(cfg.channel_mult),
         num_res_blocks=cfg.num_res_blocks,

@@ -1,0 +1,35 @@
+"""config.data -> the data source it names (checked against the config before any compile)."""
+
+from __future__ import annotations
+
+from diffmtl.data import fashion_mnist, image_folder, tfds_source
+from diffmtl.data.sources import Source
+from diffmtl.errors import UserError
+
+# name -> (data config, split) -> source.
+SOURCES = {
+    "fashion_mnist": lambda cfg, split: fashion_mnist.FashionMNIST(cfg.dir, split),
+    "image_folder": lambda cfg, split: image_folder.ImageFolder(cfg.dir, cfg.image_size, split),
+    "tfds": lambda cfg, split: tfds_source.TfdsSource(
+        cfg.tfds_name, cfg.dir, split, cfg.image_size, cfg.image_key
+    ),
+}
+
+
+def make_source(config, split: str | None = None) -> Source:
+    """The source named by `config.data.name` (split: data.split unless given); checks its files."""
+    cfg = config.data
+    if cfg.name not in SOURCES:
+        raise UserError(f"data.name={cfg.name!r} is unknown; use one of {sorted(SOURCES)}")
+    source = SOURCES[cfg.name](cfg, cfg.split if split is None else split)
+    if source.image_shape[0] != cfg.image_size:
+        raise UserError(
+            f"data.image_size={cfg.image_size} but {cfg.name} images are {source.image_shape[0]} "
+            f"pixels; set --config.data.image_size={source.image_shape[0]}"
+        )
+    if source.image_shape[-1] != cfg.channels:
+        raise UserError(
+            f"data.channels={cfg.channels} but {cfg.name} images have {source.image_shape[-1]}; "
+            f"set --config.data.channels={source.image_shape[-1]}"
+        )
+    return source

@@ -1,0 +1,48 @@
+"""The data source protocol: random access to examples (model space) and images (pixels).
+
+A source holds `num_examples` examples. `examples(indices)` gives them as a dict of model-space
+arrays (what the training step consumes: {'x0': float32 [n, H, W, C] in [-1, 1]} for pixel
+sources; labels and latents join the dict later) and `images(indices)` the same examples as
+uint8 pixels [n, H, W, C] (what FID references are made of). Each process can so load just the
+examples its devices hold. Fashion-MNIST: fashion_mnist.py; image folders (FFHQ, CelebA-HQ
+trees): image_folder.py; prepared TFDS datasets: tfds_source.py; which one a config names:
+from_config.py.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from diffmtl.data import images as images_lib
+
+
+class Source(Protocol):
+    num_examples: int
+    image_shape: tuple[int, int, int]  # pixels (H, W, C)
+    example_shapes: dict[str, tuple[int, ...]]  # model-space shape of one example, per key
+
+    def examples(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        """Model-space arrays [len(indices), ...] per key."""
+        ...
+
+    def images(self, indices: np.ndarray) -> np.ndarray:
+        """uint8 [len(indices), H, W, C]."""
+        ...
+
+
+class PixelSource:
+    """A source whose model space is its pixels: examples() = {'x0': images in [-1, 1]}.
+
+    Subclasses set num_examples and image_shape and define images(indices).
+    """
+
+    image_shape: tuple[int, int, int]
+
+    @property
+    def example_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"x0": tuple(self.image_shape)}
+
+    def examples(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        return {"x0": images_lib.to_model_range(self.images(indices))}

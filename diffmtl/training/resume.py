@@ -1,0 +1,137 @@
+"""Resuming a run: the two guards (the config's locked fields, the cluster boundaries) and the
+restore of a workdir's checkpoints.
+
+The checkpoint stores the config it was trained with. Fields that change the model's shape, the
+diffusion process, the clusters, the MTL method or the example stream make the saved state
+meaningless for the new config, so resuming is refused, naming them; everything else (logging,
+checkpoint and evaluation cadence, the number of steps, sampling and evaluation settings, the
+learning rate, the micro-batch count, the device mesh) may change between runs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import jax
+import numpy as np
+from absl import logging
+from flax import traverse_util
+
+from diffmtl.data import pipeline
+from diffmtl.errors import UserError
+from diffmtl.training import checkpointing
+from diffmtl.training.experiment import Experiment, build_experiment, initial_state
+from diffmtl.training.train_state import TrainState
+
+# Config fields (or whole sections) a resumed run must keep.
+LOCKED = (
+    "seed",
+    "data.name",
+    "data.split",
+    "data.tfds_name",
+    "data.image_size",
+    "data.channels",
+    "data.random_flip",
+    "diffusion",
+    "clustering.method",
+    "clustering.k",
+    "clustering.timestep_range",
+    "mtl",
+    "model",
+    "train.batch_size",
+)
+
+
+def _flat(config_dict: dict) -> dict[str, object]:
+    """'a.b' -> value, with tuples as lists (the JSON the checkpoint holds)."""
+    plain = json.loads(json.dumps(config_dict))
+    return {".".join(k): v for k, v in traverse_util.flatten_dict(plain).items()}
+
+
+def _locked(field: str) -> bool:
+    return any(field == name or field.startswith(name + ".") for name in LOCKED)
+
+
+def changed_locked_fields(saved: dict, current: dict) -> list[str]:
+    """Locked fields whose values differ between two config dicts (fields in both)."""
+    old, new = _flat(saved), _flat(current)
+    return sorted(f for f in old.keys() & new.keys() if _locked(f) and old[f] != new[f])
+
+
+def check_compatible(saved: dict, current: dict, workdir: str) -> None:
+    """UserError naming every locked field that `current` changes from the checkpoint's config."""
+    fields = changed_locked_fields(saved, current)
+    if fields:
+        old, new = _flat(saved), _flat(current)
+        changes = ", ".join(f"{f}: {old[f]!r} -> {new[f]!r}" for f in fields)
+        raise UserError(
+            f"cannot resume {workdir} with this config: {changes}; restore these fields "
+            "(the checkpoint's config.json) or use a new workdir"
+        )
+
+
+def check_resumed_boundaries(restored: np.ndarray, configured: np.ndarray, workdir: str) -> None:
+    """Refuses to resume a run whose checkpoint holds other clusters than the config gives."""
+    restored, configured = np.asarray(restored), np.asarray(configured)
+    if restored.shape != configured.shape or np.any(restored != configured):
+        raise UserError(
+            f"the checkpoint in {workdir} was trained with clusters {restored.tolist()} but the "
+            f"config gives {configured.tolist()}: restore the original clustering settings "
+            "(clustering.method, k, tas_path, diffusion schedule) or use a new workdir"
+        )
+
+
+def checkpoint_restorer(
+    config, exp: Experiment, manager, workdir: str
+) -> Callable[[int | None], tuple[TrainState, dict]] | None:
+    """restore(step=None) -> (state, meta) of `workdir`'s checkpoint `step` (default: the
+    newest); None if there is none. The config check and the restore template are done once, so
+    restoring many steps (TAS, the sweep's evaluations) builds one initial state.
+
+    A checkpoint whose config differs in a locked field (resume.LOCKED), of another state
+    layout, or with other cluster boundaries is refused in one line (UserError).
+    """
+    meta = checkpointing.latest_meta(manager)
+    if meta is None:
+        return None
+    check_compatible(meta["config"], config.to_dict(), workdir)
+    template = initial_state(config, exp)
+
+    def restore(step: int | None = None) -> tuple[TrainState, dict]:
+        try:
+            restored = checkpointing.restore(manager, template, step)
+        except (ValueError, KeyError, TypeError) as e:  # what orbax raises for another tree
+            raise UserError(
+                f"the checkpoint in {workdir} does not match this version's training state "
+                f"({type(e).__name__}: {str(e).splitlines()[0][:200]}): resume with the code "
+                "that wrote it or use a new workdir"
+            ) from e
+        check_resumed_boundaries(restored[0].boundaries, exp.boundaries, workdir)
+        return restored
+
+    return restore
+
+
+def restore_or_initialise(
+    config, exp: Experiment, manager, workdir: str
+) -> tuple[TrainState, pipeline.DataPosition | None]:
+    """The newest checkpoint's state and data position (checkpoint_restorer), or a fresh state
+    and None."""
+    restore = checkpoint_restorer(config, exp, manager, workdir)
+    if restore is None:
+        return initial_state(config, exp), None
+    state, meta = restore()
+    position = pipeline.DataPosition(**meta["data_position"])
+    logging.info("Resumed from step %d at data position %s", int(state.step), position)
+    return state, position
+
+
+def restore_ema_params(config, workdir: str):
+    """(experiment, EMA params, step) of the newest checkpoint in `workdir`; UserError if none."""
+    exp = build_experiment(config)
+    manager = checkpointing.make_manager(workdir, config.keep_checkpoints)
+    if manager.latest_step() is None:
+        raise UserError(f"no checkpoint in {workdir}: train there first (--mode=train)")
+    state, _ = restore_or_initialise(config, exp, manager, workdir)
+    return exp, state.ema_params, int(jax.device_get(state.step))

@@ -1,0 +1,59 @@
+"""What a run records about itself: the resolved config, library versions, git SHA, devices."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import subprocess
+import sys
+
+import jax
+from etils import epath
+
+PACKAGES = (
+    "jax",
+    "jaxlib",
+    "flax",
+    "optax",
+    "orbax-checkpoint",
+    "clu",
+    "chex",
+    "ml-collections",
+    "numpy",
+)
+
+
+def git_sha() -> str:
+    """The commit of the diffmtl checkout ('unknown' outside a git work tree)."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        out = subprocess.run(
+            ["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return out.stdout.strip()
+
+
+def run_info() -> dict:
+    """Versions, git SHA and devices as a JSON-serialisable dict."""
+    return {
+        "git_sha": git_sha(),
+        "python": sys.version.split()[0],
+        "versions": {p: importlib.metadata.version(p) for p in PACKAGES},
+        "devices": [str(d) for d in jax.devices()],
+        "process_count": jax.process_count(),
+    }
+
+
+def write_run_info(workdir: str, config, boundaries) -> None:
+    """Writes config.json, clusters.json ([k, 2] intervals) and run_info.json (process 0 only)."""
+    if jax.process_index() != 0:
+        return
+    root = epath.Path(workdir)  # A local path or a bucket (gs://...).
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "config.json").write_text(config.to_json_best_effort(indent=2))
+    clusters = {"method": config.clustering.method, "intervals": boundaries.tolist()}
+    (root / "clusters.json").write_text(json.dumps(clusters))
+    (root / "run_info.json").write_text(json.dumps(run_info(), indent=2))

@@ -1,0 +1,60 @@
+"""TrainState: everything the next training step needs, and nothing on the host."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax import linen as nn
+
+
+class TrainState(flax.struct.PyTreeNode):
+    """Attributes:
+    step: [] int32, steps taken.
+    params: model parameters.
+    ema_params: exponential moving average of params (used for sampling).
+    opt_state: optax chain state; its first entry is the MTL method's state.
+    rng: [2] uint32 raw PRNG key; step s uses fold_in(rng, s), so no key is drawn on the host.
+    boundaries: [k, 2] int32 inclusive timestep intervals of the clusters.
+    consecutive_skips: [] int32, steps skipped in a row for a non-finite loss or gradient.
+    """
+
+    step: jax.Array
+    params: Any
+    ema_params: Any
+    opt_state: Any
+    rng: jax.Array
+    boundaries: jax.Array
+    consecutive_skips: jax.Array
+
+
+def create_train_state(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    key: jax.Array,
+    example_shape: tuple[int, int, int],
+    boundaries: jax.Array,
+) -> TrainState:
+    """Initialises params from `key` and the rest from them. example_shape is (H, W, C)."""
+    init_key, train_key = jax.random.split(key)
+    x = jnp.zeros((1, *example_shape), jnp.float32)
+    t = jnp.zeros((1,), jnp.int32)
+    params = model.init({"params": init_key}, x, t, None, train=False)["params"]
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        ema_params=jax.tree.map(jnp.copy, params),
+        opt_state=tx.init(params),
+        rng=train_key,
+        boundaries=jnp.asarray(boundaries, jnp.int32),
+        consecutive_skips=jnp.zeros((), jnp.int32),
+    )
+
+
+def ema_decay(step: jax.Array, max_decay: float) -> jax.Array:
+    """EMA decay with warm-up: min(max_decay, (1 + step) / (10 + step))."""
+    step = step.astype(jnp.float32)
+    return jnp.minimum(max_decay, (1.0 + step) / (10.0 + step))

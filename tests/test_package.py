@@ -1,0 +1,39 @@
+"""Library hygiene: every module of the package imports in one process (no command-line flags
+defined on import, no import cycles), and user errors are ValueErrors a caller can catch."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from diffmtl.clustering import interval_clustering
+from diffmtl.errors import UserError
+from main_runs import ROOT
+
+IMPORT_ALL = """
+import importlib, pkgutil
+from absl import flags
+import diffmtl
+names = [m.name for m in pkgutil.walk_packages(diffmtl.__path__, "diffmtl.")]
+for name in names:
+    importlib.import_module(name)
+ours = sorted(m for m in flags.FLAGS.flags_by_module_dict() if m.split(".")[0] == "diffmtl")
+print(len(names), ours)
+"""
+
+
+def test_every_module_imports_in_one_process_and_defines_no_flags():
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORT_ALL], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    count, flag_modules = result.stdout.split(maxsplit=1)
+    assert int(count) > 50  # every module was found (the __main__ ones too)
+    assert flag_modules.strip() == "[]"
+
+
+def test_user_errors_are_value_errors():
+    with pytest.raises(ValueError, match="k=0"):
+        interval_clustering(np.zeros((4, 4)), k=0)
+    assert issubclass(UserError, ValueError)

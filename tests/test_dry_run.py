@@ -80,6 +80,7 @@ def _flatten(config):
 COMPILED = [p for p in CONFIGS if not p.endswith("celebahq.py")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", COMPILED, ids=os.path.basename)
 def test_every_shipped_config_lowers_at_its_real_model_size(path, devices):
     """Every step the loop would run traces and lowers to one sharded program at the real model

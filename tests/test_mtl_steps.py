@@ -14,6 +14,7 @@ from diffmtl.training import experiment, steps
 from train_steps import assert_same_training, config_for, run_steps
 
 
+@pytest.mark.slow
 def test_nash_mtl_on_four_devices_equals_one_device(devices):
     """Two steps: Nash-MTL solves for alpha at step 0 and reuses it at step 1. The per-cluster
     gradients are pinned device-invariant (test_train_step.py); Nash-MTL is the method with

@@ -23,6 +23,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.image_size = 28  # Pixels on a side; must match the source.
     config.data.channels = 1  # Image channels; must match the source.
     config.data.random_flip = False  # Mirror half the training images (seeded, resumable).
+    # Class labels the model is conditioned on (0: unconditional; Fashion-MNIST has 10, an image
+    # folder one per sub-folder of data.dir, sorted by name; TFDS labels are not read yet).
+    config.data.num_classes = 0
 
     config.diffusion = ml_collections.ConfigDict()
     config.diffusion.num_timesteps = 1000  # T: tasks t = 0..T-1.
@@ -67,6 +70,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.num_heads = 4  # Attention heads.
     config.model.num_groups = 8  # GroupNorm groups (must divide base_channels).
     config.model.dropout = 0.1  # Dropout in residual blocks.
+    # Label dropout for classifier-free guidance: each label becomes the null label (data.
+    # num_classes) with this probability, drawn from the example's key (DiT: 0.1).
+    config.model.class_dropout = 0.0
+    config.model.variant = "DiT-S/2"  # model.name='dit': DiT-{S,B,L,XL}/{2,4,8} (models/dit.py).
+    config.model.attention_implementation = "xla"  # DiT attention: 'xla' or 'cudnn' (GPUs).
     # Compute dtype: 'float32' or 'bfloat16' (mixed precision; parameters and Adam stay float32).
     config.model.dtype = "float32"
 
@@ -105,6 +113,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.sampling.batch_size = 96  # Global batch, divisible by the devices (small: fast on CPU).
     config.sampling.seed = 0  # Sample i of this seed is the same in every run and batch.
     config.sampling.grid_size = 64  # Images in samples.png.
+    # Classifier-free guidance (class-conditional models): eps_u + s (eps_c - eps_u); 1 = none
+    # (no unconditional pass). Sample i has label i mod data.num_classes.
+    config.sampling.guidance_scale = 1.0
+    # Channels of eps guided (0: all). 3 reproduces DiT's guidance of 3 of 4 latent channels.
+    config.sampling.guidance_channels = 0
 
     config.eval = ml_collections.ConfigDict()
     config.eval.every_steps = 0  # FID + validation loss during training (0: only at the end).

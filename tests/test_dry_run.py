@@ -90,7 +90,7 @@ def test_every_shipped_config_lowers_at_its_real_model_size(path, devices):
     m, k = config.train.num_microbatches, config.clustering.k
     config.train.batch_size = m * k * len(devices)  # the smallest valid batch
     exp = experiment.build_experiment(config, devices, with_data=False)
-    state, batch = dry_run.abstract_inputs(exp)
+    state, batch = dry_run.abstract_inputs(config, exp)
     for with_task_grads in dry_run.used_steps(config, exp):
         lowered = exp.train_step[with_task_grads].lower(state, batch)
         assert "stablehlo" in lowered.as_text(dialect="stablehlo")[:20000]

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import make_tiny_config
 from diffmtl import sharding
+from diffmtl.data import from_config as data_from_config
 from diffmtl.data import pipeline as input_pipeline
 from diffmtl.data.image_folder import ImageFolder, centre_crop_resize
 from diffmtl.data.sources import PixelSource
@@ -28,6 +30,27 @@ def test_files_are_sorted_recursive_and_cropped_to_the_centre(tmp_path):
     assert batch.shape == (2, 8, 8, 3) and batch.dtype == np.uint8
     np.testing.assert_array_equal(batch[0], 200)  # exactly the centre square
     assert np.all(np.abs(batch[1].astype(int) - 90) <= 2)  # JPEG, downscaled 20 -> 8
+
+
+def test_class_folders_give_labels_and_the_config_must_match(tmp_path):
+    """ImageNet's train layout: one sub-folder per class, classes in sorted name order."""
+    for name, count in (("n02", 2), ("n01", 1), ("n03", 1)):
+        for i in range(count):
+            _save(tmp_path / name / f"{i}.png", np.full((8, 8, 3), 10 * i, np.uint8))
+    source = ImageFolder(str(tmp_path), 8)
+    assert source.classes == ["n01", "n02", "n03"]
+    np.testing.assert_array_equal(source.labels, [0, 1, 1, 2])  # files: n01/0, n02/0, n02/1, n03/0
+    config = make_tiny_config()
+    config.data.name, config.data.dir, config.data.image_size = "image_folder", str(tmp_path), 8
+    config.data.channels, config.data.num_classes = 3, 3
+    source = data_from_config.make_source(config)
+    np.testing.assert_array_equal(source.examples(np.array([3, 0]))["label"], [2, 0])
+    config.data.num_classes = 4
+    with pytest.raises(UserError, match=r"data.num_classes=4 but image_folder has 3 classes"):
+        data_from_config.make_source(config)
+    _save(tmp_path / "loose.png", np.zeros((8, 8, 3), np.uint8))  # a file outside any class
+    with pytest.raises(UserError, match="has no labels"):
+        data_from_config.make_source(config)
 
 
 def test_large_images_are_box_halved_then_resized():

@@ -102,6 +102,39 @@ def test_batches_are_sharded_and_laid_out_by_cluster(devices):
     np.testing.assert_allclose(batches[0][..., 0, 0, 0], (expected % 256) / 127.5 - 1.0, atol=1e-6)
 
 
+class LabelledSource(CountingSource):
+    """CountingSource whose example i has label i mod 7."""
+
+    with_labels = True
+
+    def __init__(self, n):
+        super().__init__(n)
+        self.labels = np.arange(n) % 7
+
+
+def test_labels_follow_their_images_across_devices_epochs_and_resume(devices):
+    layout, n = (1, 2, 4), 12  # 8 examples a batch: epochs end inside batches
+    batches = {}
+    for name, mesh_devices in (("one", devices[:1]), ("four", devices)):
+        mesh = sharding.make_mesh(devices=mesh_devices)
+        it = input_pipeline.GlobalBatchIterator(LabelledSource(n), 0, layout, mesh)
+        batches[name] = [jax.device_get(next(it)) for _ in range(5)]
+        if name == "four":  # resume from the position after batch 2
+            it = input_pipeline.GlobalBatchIterator(
+                LabelledSource(n), 0, layout, mesh, input_pipeline.DataPosition(1, 4)
+            )
+            resumed = [jax.device_get(next(it)) for _ in range(3)]
+    for a, b in zip(batches["one"], batches["four"], strict=True):
+        for key in ("x0", "label"):
+            np.testing.assert_array_equal(a[key], b[key])
+    for a, b in zip(batches["four"][2:], resumed, strict=True):
+        np.testing.assert_array_equal(a["label"], b["label"])
+    for batch in batches["four"]:
+        index = np.rint((batch["x0"][..., 0, 0, 0] + 1.0) * 127.5).astype(int)  # image i holds i
+        np.testing.assert_array_equal(batch["label"], index % 7)
+        assert batch["label"].dtype == np.int32
+
+
 def test_fashion_mnist_dir_exists():
     assert os.path.isdir(FASHION_MNIST_DIR), "run `make setup` (installs dataset-fashion-mnist)"
     assert jax.device_count() == 4

@@ -18,6 +18,8 @@ def _config(name, learn_sigma=False):
     config = make_tiny_config(name)
     config.diffusion.learn_sigma = learn_sigma
     config.model.attention_resolutions = (4,)  # an 8-pixel UNet's second level
+    if name == "dit":
+        config.model.variant, config.model.dropout = "DiT-Ti/4", 0.0  # 2 x 2 tokens
     return config
 
 
@@ -46,7 +48,7 @@ def test_unknown_model_and_bad_shapes_are_user_errors():
     config = _config("unet")
     config.model.name = "vit"
     with pytest.raises(
-        UserError, match=r"model.name='vit' is unknown; use one of \['toy', 'unet'\]"
+        UserError, match=r"model.name='vit' is unknown; use one of \['dit', 'toy', 'unet'\]"
     ):
         models.make_model(config, SHAPE)
     with pytest.raises(UserError, match="data.image_size=9 cannot be halved"):

@@ -13,6 +13,7 @@ from conftest import make_tiny_config
 from diffmtl import config_validation, modes, tasks
 from diffmtl.analysis import negative_transfer
 from diffmtl.clustering import from_config, intervals
+from diffmtl.diffusion import guidance
 from diffmtl.diffusion import samplers as sampling
 from diffmtl.errors import UserError
 from diffmtl.training import experiment
@@ -69,7 +70,7 @@ def test_the_composite_sampler_uses_the_specialist_exactly_on_its_interval(devic
         return sampling.make_sampler(model_fn, exp.diffusion, 4, 0.0, exp.example_shape, exp.mesh)
 
     plain, composite = (
-        make(sampling.model_output_fn(exp.model)),
+        make(guidance.guided_model_fn(exp.model)),
         make(negative_transfer.composite_model_fn(exp.model)),
     )
     indices = np.arange(4)

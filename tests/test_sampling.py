@@ -7,6 +7,7 @@ import pytest
 
 from conftest import make_tiny_config
 from diffmtl import sharding
+from diffmtl.diffusion import guidance
 from diffmtl.diffusion import samplers as sampling
 from diffmtl.diffusion.schedule import make_diffusion, schedule_alphas_cumprod
 from diffmtl.evaluation import evaluator as evaluate
@@ -46,7 +47,7 @@ def test_exact_eps_of_a_one_point_dataset_returns_the_point(devices, eta):
     abar = diffusion.alphas_cumprod
     point = jnp.asarray(np.random.default_rng(0).uniform(-0.9, 0.9, (6, 6, 1)), jnp.float32)
 
-    def exact_eps(x0, x, t):  # the eps that explains x_t given the only possible x0
+    def exact_eps(x0, x, t, y=None):  # the eps that explains x_t given the only possible x0
         a = abar[t][:, None, None, None]
         return (x - jnp.sqrt(a) * x0) / jnp.sqrt(1 - a)
 
@@ -70,7 +71,7 @@ def tiny_sampler_parts():
 def _generate(parts, devices, n, batch_size, seed, eta=0.0):
     model, params, diffusion = parts
     mesh = sharding.make_mesh(devices=devices)
-    eps_fn = sampling.model_output_fn(model)
+    eps_fn = guidance.guided_model_fn(model)
     sample = sampling.make_sampler(eps_fn, diffusion, 3, eta, (28, 28, 1), mesh)
     return sampling.generate(sample, params, n, batch_size, seed)
 
@@ -107,7 +108,7 @@ def test_learned_variance_draws_with_the_model_variance(devices, v):
     diffusion, mesh = _diffusion_and_mesh(devices)
     shape = (4, 4, 1)
 
-    def model_fn(params, x, t):  # [eps, v]
+    def model_fn(params, x, t, y=None):  # [eps, v]
         return jnp.concatenate([jnp.zeros_like(x), jnp.full_like(x, v)], axis=-1)
 
     sample = sampling.make_sampler(

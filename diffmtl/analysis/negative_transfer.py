@@ -31,7 +31,7 @@ from etils import epath
 
 from diffmtl.analysis import plots
 from diffmtl.clustering import intervals
-from diffmtl.diffusion import samplers
+from diffmtl.diffusion import guidance, samplers
 from diffmtl.evaluation import evaluator as evaluation
 from diffmtl.training import loop, resume
 
@@ -60,17 +60,17 @@ def _finished(run_dir: str) -> bool:
     return (epath.Path(run_dir) / "metrics.json").exists()
 
 
-def composite_model_fn(model) -> samplers.ModelFn:
-    """model_fn((all-task params, specialist params, [first, last]), x, t): the specialist's
+def composite_model_fn(model) -> guidance.ModelFn:
+    """model_fn((all-task params, specialist params, [first, last]), x, t, y): the specialist's
     output where t lies in [first, last], the all-task model's elsewhere (t is one timestep per
-    reverse step, so one forward pass with the selected parameters)."""
-    apply = samplers.model_output_fn(model)
+    reverse step, so one forward pass with the selected parameters). Unguided."""
+    apply = guidance.guided_model_fn(model)
 
-    def model_fn(params, x, t):
+    def model_fn(params, x, t, y=None):
         shared, specialist, interval = params
         inside = (t[0] >= interval[0]) & (t[0] <= interval[1])
         chosen = jax.tree.map(lambda s, a: jnp.where(inside, s, a), specialist, shared)
-        return apply(chosen, x, t)
+        return apply(chosen, x, t, y)
 
     return model_fn
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from diffmtl.data import fashion_mnist, image_folder, tfds_source
 from diffmtl.data.sources import Source
 from diffmtl.errors import UserError
@@ -32,4 +34,23 @@ def make_source(config, split: str | None = None) -> Source:
             f"data.channels={cfg.channels} but {cfg.name} images have {source.image_shape[-1]}; "
             f"set --config.data.channels={source.image_shape[-1]}"
         )
+    if cfg.num_classes:
+        _check_labels(source, cfg)
+        source.with_labels = True
     return source
+
+
+def _check_labels(source: Source, cfg) -> None:
+    """UserError unless the source has labels of exactly data.num_classes classes."""
+    if source.labels is None:
+        raise UserError(
+            f"data.num_classes={cfg.num_classes} but {cfg.name} at {cfg.dir} has no labels (an "
+            "image folder needs one sub-folder per class; TFDS labels are not read yet): set "
+            "data.num_classes=0"
+        )
+    found = int(getattr(source, "num_classes", 0)) or int(np.max(source.labels)) + 1
+    if found != cfg.num_classes:
+        raise UserError(
+            f"data.num_classes={cfg.num_classes} but {cfg.name} has {found} classes; set "
+            f"--config.data.num_classes={found}"
+        )

@@ -56,6 +56,12 @@ class ImageFolder(PixelSource):
         if not self.files:
             raise UserError(f"data.dir {directory} holds no {'/'.join(EXTENSIONS)} files")
         self.num_examples = len(self.files)
+        # Classes: the sorted sub-folders holding images (ImageNet's train layout); a file
+        # directly in data.dir has none, and then the folder has no labels.
+        folders = [os.path.dirname(f).split(os.sep)[0] for f in self.files]
+        self.classes = sorted(set(folders)) if all(folders) else []
+        index = {name: i for i, name in enumerate(self.classes)}
+        self.labels = np.array([index[f] for f in folders], np.int32) if self.classes else None
         self.image_shape = (image_size, image_size, 3)
 
     def load(self, index: int) -> np.ndarray:

@@ -19,10 +19,17 @@ def to_uint8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.round((np.asarray(x, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
-def image_grid(images: np.ndarray, padding: int = 2) -> np.ndarray:
-    """uint8 [n, H, W, C] -> one roughly square grid [rows (H + p) + p, cols (W + p) + p, C]."""
+def image_grid(images: np.ndarray, padding: int = 2, num_classes: int = 0) -> np.ndarray:
+    """uint8 [n, H, W, C] -> one roughly square grid [rows (H + p) + p, cols (W + p) + p, C].
+
+    num_classes > 0: image i has label i mod num_classes (the samplers' labels); the grid then
+    has one row per class, n // num_classes images in each.
+    """
     n, h, w, c = images.shape
     cols = math.ceil(math.sqrt(n))
+    if num_classes and n >= num_classes:
+        cols = n // num_classes
+        images = images[np.argsort(np.arange(n) % num_classes, kind="stable")][: cols * num_classes]
     rows = math.ceil(n / cols)
     grid = np.zeros((rows * (h + padding) + padding, cols * (w + padding) + padding, c), np.uint8)
     for i, image in enumerate(images):

@@ -33,16 +33,24 @@ class Source(Protocol):
 
 
 class PixelSource:
-    """A source whose model space is its pixels: examples() = {'x0': images in [-1, 1]}.
+    """A source whose model space is its pixels: examples() = {'x0': images in [-1, 1]}, plus
+    {'label': int32} class ids when `with_labels` is set (data/from_config.py sets it for a
+    class-conditional config).
 
-    Subclasses set num_examples and image_shape and define images(indices).
+    Subclasses set num_examples, image_shape and labels ([n] class ids, or None when the source
+    has none) and define images(indices).
     """
 
     image_shape: tuple[int, int, int]
+    labels: np.ndarray | None = None
+    with_labels: bool = False
 
     @property
     def example_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {"x0": tuple(self.image_shape)}
+        return {"x0": tuple(self.image_shape), **({"label": ()} if self.with_labels else {})}
 
     def examples(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-        return {"x0": images_lib.to_model_range(self.images(indices))}
+        out = {"x0": images_lib.to_model_range(self.images(indices))}
+        if self.with_labels:
+            out["label"] = np.asarray(self.labels)[np.ravel(indices)].astype(np.int32)
+        return out

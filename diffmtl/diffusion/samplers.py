@@ -31,11 +31,11 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import linen as nn
 from jax.sharding import Mesh
 
-from diffmtl import models, sharding
+from diffmtl import sharding
 from diffmtl.data import images
+from diffmtl.diffusion import guidance
 from diffmtl.diffusion.schedule import (
     Diffusion,
     learned_log_variance,
@@ -44,7 +44,6 @@ from diffmtl.diffusion.schedule import (
 )
 
 # model_fn(params, x_t [n, H, W, C], t [n] int32) -> eps [n, H, W, C], or [eps, v] [n, H, W, 2C].
-ModelFn = Callable[[object, jax.Array, jax.Array], jax.Array]
 SAMPLERS = ("ddim", "ddpm")
 
 
@@ -74,18 +73,13 @@ def reverse_coefficients(alphas_cumprod: np.ndarray, num_steps: int, eta: float)
     return ReverseCoefficients(steps, abar, abar_prev, sigma, *posterior_log_variances(abar))
 
 
-def model_output_fn(model: nn.Module) -> ModelFn:
-    """The ModelFn of a diffusion model (deterministic: dropout off)."""
-    return lambda params, x, t: models.denoise(model, params, x, t)
-
-
 def _sample_keys(seed: int, indices: np.ndarray) -> np.ndarray:
     base = jax.random.PRNGKey(seed)
     return np.asarray(jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(indices)))
 
 
 def make_sampler(
-    model_fn: ModelFn,
+    model_fn: guidance.ModelFn,
     diffusion: Diffusion,
     num_steps: int,
     eta: float,
@@ -93,11 +87,14 @@ def make_sampler(
     mesh: Mesh,
     clip_denoised: bool = True,
     learned_variance: bool = False,
+    num_classes: int = 0,
 ) -> Callable[[object, int, np.ndarray], jax.Array]:
     """Returns sample(params, seed, indices [n]) -> x0 [n, H, W, C] in [-1, 1], batch-sharded.
 
     n must be divisible by the mesh's batch shards; the samples are those numbered `indices`.
     learned_variance: ancestral steps with the model's variance (needs [eps, v]; eta is then 1).
+    num_classes > 0: sample i has label i mod num_classes (balanced classes, the same whatever
+    the batch or the devices), passed to model_fn (guidance.guided_model_fn guides with it).
     """
     eta = 1.0 if learned_variance else eta
     coef = reverse_coefficients(np.asarray(diffusion.alphas_cumprod), num_steps, eta)
@@ -113,9 +110,9 @@ def make_sampler(
         return noise(keys, len(coef.timesteps))
 
     @jax.jit
-    def reverse_step(params, x, keys, i):  # x_{s_i} -> x_{s_{i-1}}
+    def reverse_step(params, x, keys, labels, i):  # x_{s_i} -> x_{s_{i-1}}
         t = jnp.full((x.shape[0],), steps[i], jnp.int32)
-        eps, v = split_model_output(model_fn(params, x, t), example_shape[-1])
+        eps, v = split_model_output(model_fn(params, x, t, labels), example_shape[-1])
         x0 = (x - jnp.sqrt(1.0 - abar[i]) * eps) / jnp.sqrt(abar[i])
         if clip_denoised:
             x0 = jnp.clip(x0, -1.0, 1.0)
@@ -130,9 +127,13 @@ def make_sampler(
     def sample(params, seed: int, indices: np.ndarray) -> jax.Array:
         keys = _sample_keys(seed, np.asarray(indices))
         keys = jax.make_array_from_callback(keys.shape, spec, lambda idx: keys[idx])
+        labels = None
+        if num_classes:
+            host = (np.asarray(indices) % num_classes).astype(np.int32)
+            labels = jax.make_array_from_callback(host.shape, spec, lambda idx: host[idx])
         x = initial(keys)
         for i in reversed(range(len(coef.timesteps))):
-            x = reverse_step(params, x, keys, i)
+            x = reverse_step(params, x, keys, labels, i)
         return x
 
     return sample

@@ -19,18 +19,20 @@ from etils import epath
 
 from diffmtl.data import from_config as data_from_config
 from diffmtl.data import images
-from diffmtl.diffusion import samplers, schedule
+from diffmtl.diffusion import guidance, samplers, schedule
 from diffmtl.evaluation import validation_loss
 from diffmtl.evaluation.metrics import features as features_lib
 from diffmtl.evaluation.metrics import frechet, sample_quality
 
 
 def experiment_sampler(config, exp):
-    """The config's sampler (method, num_steps, eta) for the run; ddpm uses a learned variance."""
+    """The config's sampler (method, num_steps, eta, classifier-free guidance) for the run; ddpm
+    uses a learned variance."""
     cfg = config.sampling
     ancestral = cfg.method == "ddpm"
+    num_classes = config.data.num_classes
     return samplers.make_sampler(
-        samplers.model_output_fn(exp.model),
+        guidance.guided_model_fn(exp.model, cfg.guidance_scale, cfg.guidance_channels, num_classes),
         exp.diffusion,
         cfg.num_steps,
         1.0 if ancestral else cfg.eta,
@@ -38,6 +40,7 @@ def experiment_sampler(config, exp):
         exp.mesh,
         cfg.clip_denoised,
         learned_variance=ancestral and exp.diffusion.learn_sigma,
+        num_classes=num_classes,
     )
 
 

@@ -35,6 +35,12 @@ def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> j
 
 
 def require_unconditional(cond: jax.Array | None) -> None:
-    """ValueError unless cond is None: no model is class-conditional yet (the DiT issue adds it)."""
+    """ValueError unless cond is None (an unconditional model, data.num_classes = 0)."""
     if cond is not None:
-        raise ValueError("this model is unconditional: call it with cond=None")
+        raise ValueError("this model is unconditional (data.num_classes=0): call it with cond=None")
+
+
+def require_labels(cond: jax.Array | None) -> None:
+    """ValueError unless cond holds labels (a class-conditional model)."""
+    if cond is None:
+        raise ValueError("this model is class-conditional: pass labels [B] (num_classes = null)")

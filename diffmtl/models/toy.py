@@ -18,14 +18,19 @@ class ToyDenoiser(common.Denoiser):
     and a zero-initialised output convolution (common.Denoiser: out_channels, dropout, dtype)."""
 
     channels: int = 8
+    num_classes: int = 0  # > 0: a label embedding added to the timestep's (null = num_classes)
 
     @nn.compact
     def __call__(
         self, x: jax.Array, t: jax.Array, cond: jax.Array | None = None, *, train: bool
     ) -> jax.Array:
-        """x [B, H, W, C], t [B] -> [B, H, W, out_channels]; cond must be None."""
-        common.require_unconditional(cond)
+        """x [B, H, W, C], t [B], cond [B] labels (or None) -> [B, H, W, out_channels]."""
         emb = nn.Dense(self.channels, dtype=self.dtype)(common.timestep_embedding(t, self.channels))
+        if self.num_classes:
+            common.require_labels(cond)
+            emb = emb + nn.Embed(self.num_classes + 1, self.channels, name="class_embed")(cond)
+        else:
+            common.require_unconditional(cond)
         h = nn.Conv(self.channels, (3, 3), dtype=self.dtype)(x.astype(self.dtype))
         h = nn.silu(h + emb[:, None, None, :])
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
@@ -41,8 +46,13 @@ def check_config(config, example_shape: tuple[int, int, int]) -> None:
     del config, example_shape
 
 
-def make_model(cfg, out_channels: int) -> ToyDenoiser:
-    """The toy denoiser from the model config `cfg`: base_channels, dropout, dtype."""
+def make_model(config, out_channels: int) -> ToyDenoiser:
+    """The toy denoiser from config.model: base_channels, dropout, dtype."""
+    cfg = config.model
     return ToyDenoiser(
-        out_channels, dropout=cfg.dropout, dtype=jnp.dtype(cfg.dtype), channels=cfg.base_channels
+        out_channels,
+        dropout=cfg.dropout,
+        dtype=jnp.dtype(cfg.dtype),
+        channels=cfg.base_channels,
+        num_classes=config.data.num_classes,
     )

@@ -95,6 +95,8 @@ class UNet(models_common.Denoiser):
       attention_resolutions: feature-map sizes (pixels on a side) that get self-attention.
       num_heads: attention heads.
       num_groups: GroupNorm groups; must divide base_channels.
+      num_classes: class labels 0..num_classes-1 and the null label num_classes (CFG), whose
+        embedding is added to the timestep embedding as in ADM; 0: unconditional.
       (models_common.Denoiser: out_channels, dropout (inside residual blocks), dtype.)
     """
 
@@ -104,6 +106,7 @@ class UNet(models_common.Denoiser):
     attention_resolutions: Sequence[int] = (16,)
     num_heads: int = 4
     num_groups: int = 32
+    num_classes: int = 0
 
     @nn.compact
     def __call__(
@@ -111,13 +114,17 @@ class UNet(models_common.Denoiser):
     ) -> jax.Array:
         """x [B, H, W, C] in about [-1, 1], t [B] timesteps -> eps prediction [B, H, W, out].
 
-        cond: conditioning (class labels) [B]; unconditional models take None only.
+        cond: class labels [B] int (num_classes > 0), or None (unconditional).
         """
-        models_common.require_unconditional(cond)
         emb_dim = 4 * self.base_channels
         emb = models_common.timestep_embedding(t, self.base_channels)
         emb = nn.Dense(emb_dim, dtype=self.dtype)(emb)
         emb = nn.Dense(emb_dim, dtype=self.dtype)(nn.silu(emb))
+        if self.num_classes:
+            models_common.require_labels(cond)
+            emb = emb + nn.Embed(self.num_classes + 1, emb_dim, name="class_embed")(cond)
+        else:
+            models_common.require_unconditional(cond)
 
         def res_block(h, channels):
             return ResBlock(channels, self.num_groups, self.dropout, self.dtype)(h, emb, train)
@@ -176,8 +183,10 @@ def check_config(config, example_shape: tuple[int, int, int]) -> None:
     )
 
 
-def make_model(cfg, out_channels: int) -> UNet:
-    """Builds the UNet from the model config `cfg` with `out_channels` output channels."""
+def make_model(config, out_channels: int) -> UNet:
+    """Builds the UNet from config.model with `out_channels` output channels, conditioned on
+    config.data.num_classes classes (0: unconditional)."""
+    cfg = config.model
     return UNet(
         out_channels=out_channels,
         base_channels=cfg.base_channels,
@@ -188,4 +197,5 @@ def make_model(cfg, out_channels: int) -> UNet:
         num_groups=cfg.num_groups,
         dropout=cfg.dropout,
         dtype=jnp.dtype(cfg.dtype),
+        num_classes=config.data.num_classes,
     )

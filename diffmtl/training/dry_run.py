@@ -105,7 +105,7 @@ def _unrolled_steps(config, devices, layout, used) -> dict:
     return {f: exp.train_step[f] for f in looped}
 
 
-def abstract_inputs(exp: experiment.Experiment) -> tuple:
+def abstract_inputs(config, exp: experiment.Experiment) -> tuple:
     """(state, batch) as sharded ShapeDtypeStructs: what the train step is lowered on."""
     state = jax.tree.map(
         lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
@@ -115,6 +115,8 @@ def abstract_inputs(exp: experiment.Experiment) -> tuple:
     m, k, n = exp.layout
     shard = sharding.batch_sharding(exp.mesh, 2)
     batch = {"x0": jax.ShapeDtypeStruct((m, k, n, *exp.example_shape), jnp.float32, sharding=shard)}
+    if config.data.num_classes:
+        batch["label"] = jax.ShapeDtypeStruct((m, k, n), jnp.int32, sharding=shard)
     return state, batch
 
 
@@ -126,7 +128,7 @@ def used_steps(config, exp: experiment.Experiment) -> set[bool]:
 def dry_run(config, devices=None) -> DryRunReport:
     """Compiles the config's steps on abstract inputs and measures them; no data is read."""
     exp = experiment.build_experiment(config, devices, with_data=False)
-    state, batch = abstract_inputs(exp)
+    state, batch = abstract_inputs(config, exp)
     k = exp.layout[1]
     num_params = sum(math.prod(p.shape) for p in jax.tree.leaves(state.params))
     used = used_steps(config, exp)

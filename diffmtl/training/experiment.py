@@ -79,7 +79,12 @@ def build_experiment(
     tx = make_optimizer(config, config.clustering.k)
     method = mtl.method(config.mtl.method)
     init = functools.partial(
-        create_train_state, model, tx, example_shape=example_shape, boundaries=boundaries
+        create_train_state,
+        model,
+        tx,
+        example_shape=example_shape,
+        boundaries=boundaries,
+        num_classes=config.data.num_classes,
     )
     state_sharding = sharding.state_shardings(jax.eval_shape(init, jax.random.PRNGKey(0)), mesh)
     train_step = {

@@ -38,9 +38,12 @@ def _mean_metrics(history: list[dict]) -> dict[str, float]:
     return scalars
 
 
-def write_samples(samples: np.ndarray, step: int, writer, workdir: str) -> str:
-    """Logs a grid of uint8 samples [n, H, W, C] and writes it to <workdir>/samples.png."""
-    grid = images.image_grid(samples)
+def write_samples(
+    samples: np.ndarray, step: int, writer, workdir: str, num_classes: int = 0
+) -> str:
+    """Logs a grid of uint8 samples [n, H, W, C] (one row per class when class-conditional)
+    and writes it to <workdir>/samples.png."""
+    grid = images.image_grid(samples, num_classes=num_classes)
     writer.write_images(step, {"samples": grid[None]})
     path = os.path.join(workdir, "samples.png")
     if jax.process_index() == 0:
@@ -98,7 +101,8 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     num_steps = config.train.num_train_steps
     scores, samples = evaluator(state.ema_params, config.eval.num_samples)
     writer.write_scalars(num_steps, scores)
-    path = write_samples(samples[: config.sampling.grid_size], num_steps, writer, workdir)
+    grid = samples[: config.sampling.grid_size]
+    path = write_samples(grid, num_steps, writer, workdir, config.data.num_classes)
     evaluator.write_final(scores, num_steps)
     manager.wait_until_finished()
     writer.flush()
@@ -147,6 +151,6 @@ def _train_loop(config, workdir, exp, state, data, manager, evaluator, writer) -
             logging.info("Step %d: %s", done, evaluator.headline(scores))
         if done < num_steps and _every(config.sample_every_steps, done):
             grid = evaluator.samples(state.ema_params, config.sampling.grid_size)
-            write_samples(grid, done, writer, workdir)
+            write_samples(grid, done, writer, workdir, config.data.num_classes)
     bar.close()
     return state

@@ -31,31 +31,50 @@ from diffmtl.training.optimizer import mtl_state
 from diffmtl.training.train_state import TrainState, ema_decay
 
 PerExampleLoss = Callable[..., jax.Array]
+LABEL_DROPOUT = 0x1ABE1  # fold_in data deriving an example's label-dropout key from its key
+
+
+def drop_labels(labels: jax.Array, keys: jax.Array, rate: float, null_label: int) -> jax.Array:
+    """Label dropout for classifier-free guidance: labels [n] int, keys [n, 2] (each example's
+    own key) -> labels with each replaced by null_label with probability `rate`, decided by
+    fold_in(key, LABEL_DROPOUT) so that it depends on the example alone (not on the device
+    count or the micro-batches) and is independent of the example's dropout mask."""
+    drop = jax.vmap(lambda k: jax.random.bernoulli(jax.random.fold_in(k, LABEL_DROPOUT), rate))
+    return jnp.where(drop(keys), null_label, labels)
 
 
 def make_per_example_loss(
-    model: nn.Module, diffusion: schedule.Diffusion, mesh: Mesh
+    model: nn.Module,
+    diffusion: schedule.Diffusion,
+    mesh: Mesh,
+    class_dropout: float = 0.0,
+    null_label: int = 0,
 ) -> PerExampleLoss:
     """Returns loss(params, examples, t, noise, dropout_keys) -> per-example loss [k', N].
 
     Inputs are laid out [k', N, ...] with N split over the mesh's batch axes: examples
-    {'x0': [k', N, H, W, C]}, noise like x0, t [k', N] int, dropout_keys [k', N, 2] uint32.
+    {'x0': [k', N, H, W, C]} (and 'label' [k', N] int for a class-conditional model, dropped
+    to null_label at rate class_dropout), noise like x0, t [k', N] int, dropout_keys [k', N, 2].
     """
 
     def local(params, examples, t, noise, dropout_keys):
         lead = t.shape
-        x0, t, noise, dropout_keys = (
-            a.reshape((-1, *a.shape[2:])) for a in (examples["x0"], t, noise, dropout_keys)
+        x0, labels, t, noise, dropout_keys = (
+            None if a is None else a.reshape((-1, *a.shape[2:]))
+            for a in (examples["x0"], examples.get("label"), t, noise, dropout_keys)
         )
         x_t = schedule.q_sample(diffusion, x0, t, noise)
+        if labels is not None and class_dropout > 0:
+            labels = drop_labels(labels, dropout_keys, class_dropout, null_label)
 
-        def predict(x, t_i, key):  # One example, its own dropout key.
+        def predict(x, t_i, key, y):  # One example, its own dropout key and label.
+            cond = None if y is None else y[None]
             out = models.denoise(
-                model, params, x[None], t_i[None], train=True, rngs={"dropout": key}
+                model, params, x[None], t_i[None], cond, train=True, rngs={"dropout": key}
             )
             return out[0]
 
-        out = jax.vmap(predict)(x_t, t, dropout_keys)
+        out = jax.vmap(predict)(x_t, t, dropout_keys, labels)
         return losses.per_example_loss(diffusion, out, x0, x_t, t, noise).reshape(lead)
 
     spec = sharding.batch_spec(1)
@@ -145,7 +164,9 @@ def make_task_gradient_cosine(config, model: nn.Module, diffusion: schedule.Diff
     A cheap live view of the paper's task affinity: the per-cluster gradients of this step's
     batch (same t and noise as the train step would draw), without updating anything.
     """
-    loss_fn = make_per_example_loss(model, diffusion, mesh)
+    loss_fn = make_per_example_loss(
+        model, diffusion, mesh, config.model.class_dropout, config.data.num_classes
+    )
     loop = config.train.microbatch_loop
 
     def cosine(state: TrainState, batch: dict[str, jax.Array]) -> jax.Array:
@@ -190,7 +211,9 @@ def make_train_step(
     `step` (so the next step draws new noise) and `consecutive_skips`; parameters, EMA, optimizer
     and MTL state stay as they were, so a non-finite state is never produced.
     """
-    loss_fn = make_per_example_loss(model, diffusion, mesh)
+    loss_fn = make_per_example_loss(
+        model, diffusion, mesh, config.model.class_dropout, config.data.num_classes
+    )
     max_decay = config.train.ema_decay
     loop = config.train.microbatch_loop
     grad_dtype = jnp.dtype(config.mtl.grad_dtype)

@@ -37,12 +37,15 @@ def create_train_state(
     key: jax.Array,
     example_shape: tuple[int, int, int],
     boundaries: jax.Array,
+    num_classes: int = 0,
 ) -> TrainState:
-    """Initialises params from `key` and the rest from them. example_shape is (H, W, C)."""
+    """Initialises params from `key` and the rest from them. example_shape is (H, W, C);
+    num_classes > 0: the model takes class labels."""
     init_key, train_key = jax.random.split(key)
     x = jnp.zeros((1, *example_shape), jnp.float32)
     t = jnp.zeros((1,), jnp.int32)
-    params = model.init({"params": init_key}, x, t, None, train=False)["params"]
+    cond = jnp.zeros((1,), jnp.int32) if num_classes else None
+    params = model.init({"params": init_key}, x, t, cond, train=False)["params"]
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,

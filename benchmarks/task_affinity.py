@@ -59,7 +59,7 @@ def main(argv):
         lambda p: p + 0.01 * jax.random.normal(jax.random.fold_in(key, p.size), p.shape),
         experiment.initial_state(config, exp).params,
     )
-    x0, noise = tas_command.affinity_inputs(config, exp)
+    x0, noise, _ = tas_command.affinity_inputs(config, exp)
     num_timesteps = config.diffusion.num_timesteps
     grid = respaced_timesteps(num_timesteps, FLAGS.num_timesteps or num_timesteps)
 

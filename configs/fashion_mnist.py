@@ -75,6 +75,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.class_dropout = 0.0
     config.model.variant = "DiT-S/2"  # model.name='dit': DiT-{S,B,L,XL}/{2,4,8} (models/dit.py).
     config.model.attention_implementation = "xla"  # DiT attention: 'xla' or 'cudnn' (GPUs).
+    # DiT weights in the official layout (.npz from tools/convert_dit.py) to start from ('': none).
+    config.model.init_checkpoint = ""
     # Compute dtype: 'float32' or 'bfloat16' (mixed precision; parameters and Adam stay float32).
     config.model.dtype = "float32"
 

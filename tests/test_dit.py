@@ -12,7 +12,8 @@ from configs import imagenet256_dit
 from conftest import make_tiny_config
 from diffmtl import models, sharding
 from diffmtl.diffusion import guidance
-from diffmtl.models import dit
+from diffmtl.errors import UserError
+from diffmtl.models import dit, dit_weights
 from diffmtl.training import dry_run, experiment, steps
 from train_steps import assert_same_training, run_steps
 
@@ -187,3 +188,42 @@ def test_imagenet_config_trains_three_steps_on_latent_shaped_arrays(devices):
     after = jax.device_get(state.params)
     changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), after, before)
     assert all(jax.tree.leaves(changed["block_0"]))
+
+
+def test_official_weights_round_trip_into_the_initial_state_and_bad_files_are_named(
+    tmp_path, devices
+):
+    """A random-weights file in the official layout (written by dit_weights.to_official) loads
+    back exactly and becomes the initial params and EMA; a missing key, a wrong shape, a missing
+    or unreadable file each stop in one line naming the file and the key."""
+    config = _dit_config()
+    config.model.variant = "DiT-Ti/4"
+    exp = experiment.build_experiment(config, devices[:1])
+    rng = np.random.default_rng(0)
+    template = experiment.initial_state(config, exp).params
+    params = jax.tree.map(lambda p: rng.normal(size=p.shape).astype(np.float32), template)
+    official = dit_weights.to_official(params, "DiT-Ti/4", 28)
+    assert official["blocks.11.attn.qkv.weight"].shape == (3 * 192, 192)
+    assert official["x_embedder.proj.weight"].shape == (192, 1, 4, 4)
+    path = tmp_path / "dit.npz"
+    np.savez(path, **official)
+    config.model.init_checkpoint = str(path)
+    state = experiment.initial_state(config, exp)
+    chex.assert_trees_all_equal(jax.device_get(state.params), params)
+    chex.assert_trees_all_equal(jax.device_get(state.ema_params), params)
+
+    def refused(arrays, match, name="bad.npz"):
+        bad = tmp_path / name
+        np.savez(bad, **arrays)
+        with pytest.raises(UserError, match=match):
+            dit_weights.load_official(str(bad), template, "DiT-Ti/4")
+
+    without = {k: v for k, v in official.items() if k != "blocks.3.mlp.fc1.bias"}
+    refused(without, r"bad.npz does not hold DiT-Ti/4 weights: missing key 'blocks.3.mlp.fc1.bias'")
+    wider = {**official, "y_embedder.embedding_table.weight": np.zeros((1001, 192), np.float32)}
+    refused(wider, r"y_embedder.embedding_table.weight has shape \(1001, 192\).* needs \(11, 192\)")
+    with pytest.raises(UserError, match="nowhere.npz does not exist"):
+        dit_weights.load_official(str(tmp_path / "nowhere.npz"), template, "DiT-Ti/4")
+    (tmp_path / "text.npz").write_text("not a zip")
+    with pytest.raises(UserError, match="text.npz is not a readable .npz"):
+        dit_weights.load_official(str(tmp_path / "text.npz"), template, "DiT-Ti/4")

@@ -173,3 +173,17 @@ def test_tas_mode_writes_the_matrix_that_gradient_clustering_reads(tmp_path):
     config.analysis.tas_steps = (7,)
     with pytest.raises(UserError, match=r"no checkpoint \[7\]"):
         modes.task_affinity(config, str(tmp_path))
+
+
+def test_tas_of_a_class_conditional_run(tmp_path):
+    """The TAS images carry their labels into the conditional model's task losses."""
+    config = make_tiny_config()
+    config.data.num_classes = 10
+    config.analysis.tas_num_images = 8
+    config.analysis.tas_num_timesteps = 6
+    config.analysis.tas_projection_dim = 0  # exact
+    _checkpoint_with_perturbed_params(config, tmp_path)
+    modes.task_affinity(config, str(tmp_path))
+    tas = np.load(tmp_path / "tas.npy")
+    assert np.all(np.isfinite(tas))
+    np.testing.assert_allclose(np.diag(tas), 1.0, atol=1e-5)

@@ -16,6 +16,7 @@ import os
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from etils import epath
@@ -29,8 +30,9 @@ from diffmtl.evaluation.metrics.sample_quality import reference_indices
 from diffmtl.training import checkpointing, experiment, resume
 
 
-def affinity_inputs(config, exp: experiment.Experiment) -> tuple[jax.Array, jax.Array]:
-    """The N fixed training images in [-1, 1] and their noise, batch-sharded: [N, H, W, C] each."""
+def affinity_inputs(config, exp: experiment.Experiment) -> tuple:
+    """The N fixed training images in [-1, 1] and their noise, batch-sharded: [N, H, W, C] each,
+    and their labels [N] (None for an unconditional config)."""
     cfg = config.analysis
     shards = sharding.num_batch_shards(exp.mesh)
     if cfg.tas_num_images % shards:
@@ -43,10 +45,12 @@ def affinity_inputs(config, exp: experiment.Experiment) -> tuple[jax.Array, jax.
         raise UserError(
             f"analysis.tas_num_images={cfg.tas_num_images} but the data has {len(indices)} images"
         )
-    x0 = exp.source.examples(indices)["x0"]
+    examples = exp.source.examples(indices)
+    x0 = examples["x0"]
     noise = np.asarray(jax.random.normal(jax.random.PRNGKey(cfg.seed), x0.shape), np.float32)
     spec = sharding.batch_sharding(exp.mesh, 0)
-    return jax.device_put(x0, spec), jax.device_put(noise, spec)
+    labels = examples.get("label")
+    return jax.device_put(x0, spec), jax.device_put(noise, spec), labels
 
 
 def checkpoint_steps(config, manager, workdir: str) -> list[int]:
@@ -62,11 +66,12 @@ def checkpoint_steps(config, manager, workdir: str) -> list[int]:
     return wanted
 
 
-def make_affinity(config, exp: experiment.Experiment, num_params: int):
+def make_affinity(config, exp: experiment.Experiment, num_params: int, labels=None):
     """affinity(params, x0, noise, grid [G]) -> TAS [G, G], projected or exact (analysis.*);
-    compiled once for every checkpoint."""
+    compiled once for every checkpoint. labels: the images' classes (conditional models)."""
     cfg = config.analysis
-    grads = task_affinity.make_timestep_gradients(exp.model, exp.diffusion)
+    labels = None if labels is None else jnp.asarray(labels)
+    grads = task_affinity.make_timestep_gradients(exp.model, exp.diffusion, labels)
     if cfg.tas_projection_dim:
         sketched = task_affinity.make_sketched_gradients(grads)
         count_sketch = sketch.make_count_sketch(num_params, cfg.tas_projection_dim, cfg.seed)
@@ -93,16 +98,15 @@ def task_affinity_of_workdir(config, workdir: str) -> str:
     steps = checkpoint_steps(config, manager, workdir)
     num_timesteps = config.diffusion.num_timesteps
     grid = respaced_timesteps(num_timesteps, config.analysis.tas_num_timesteps or num_timesteps)
-    x0, noise = affinity_inputs(config, exp)
+    x0, noise, labels = affinity_inputs(config, exp)
     restore = resume.checkpoint_restorer(config, exp, manager, workdir)
     affinity = None
     per_step = []
     for step in steps:
         state, _ = restore(step)
         if affinity is None:
-            affinity = make_affinity(
-                config, exp, sum(p.size for p in jax.tree.leaves(state.params))
-            )
+            num_params = sum(p.size for p in jax.tree.leaves(state.params))
+            affinity = make_affinity(config, exp, num_params, labels)
         per_step.append(affinity(state.params, x0, noise, grid))
         logging.info("TAS of step %d done (%.0f s)", step, time.time() - start)
     tas = task_affinity.interpolate_to_all_timesteps(np.mean(per_step, 0), grid, num_timesteps)

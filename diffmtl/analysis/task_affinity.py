@@ -34,13 +34,16 @@ from diffmtl.mtl.base import gram_matrix
 TimestepGradients = Callable[[object, jax.Array, jax.Array, jax.Array], object]
 
 
-def make_timestep_gradients(model: nn.Module, diffusion: schedule.Diffusion) -> TimestepGradients:
-    """grad L_t for each t of a chunk (vmapped: one backward pass over c x N images)."""
+def make_timestep_gradients(
+    model: nn.Module, diffusion: schedule.Diffusion, labels: jax.Array | None = None
+) -> TimestepGradients:
+    """grad L_t for each t of a chunk (vmapped: one backward pass over c x N images); labels
+    [N] int: the N images' classes, for a class-conditional model."""
 
     def task_loss(params, x0, noise, t):  # [] = L_t on the N images
         ts = jnp.full((x0.shape[0],), t, jnp.int32)
         x_t = schedule.q_sample(diffusion, x0, ts, noise)
-        out = models.denoise(model, params, x_t, ts)
+        out = models.denoise(model, params, x_t, ts, labels)
         return jnp.mean(losses.per_example_loss(diffusion, out, x0, x_t, ts, noise))
 
     return jax.vmap(jax.grad(task_loss), in_axes=(None, None, None, 0))

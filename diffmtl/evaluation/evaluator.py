@@ -93,13 +93,15 @@ class Evaluator:
         self.reference = load_or_make_reference(config, self.extract, workdir, held_out)
         self.sample = experiment_sampler(config, exp)
         index = sample_quality.reference_indices(held_out.num_examples, cfg.val_num_images, 1)
+        held_out_examples = held_out.examples(index)
         self.val_grid, self.val_losses = validation_loss.make_validation_loss(
             exp.model,
             exp.diffusion,
             exp.mesh,
-            held_out.examples(index)["x0"],
+            held_out_examples["x0"],
             cfg.val_num_timesteps,
             config.seed,
+            held_out_examples.get("label"),
         )
         self.log_snr = schedule.log_snr(schedule.schedule_alphas_cumprod(config))
 

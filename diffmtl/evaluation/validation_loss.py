@@ -39,26 +39,31 @@ def make_validation_loss(
     images: np.ndarray,
     num_timesteps: int,
     seed: int,
+    labels: np.ndarray | None = None,
 ):
-    """Returns (grid [G], losses(params) -> [G]) for held-out images [V, H, W, C] in [-1, 1].
+    """Returns (grid [G], losses(params) -> [G]) for held-out images [V, H, W, C] in [-1, 1]
+    (and their labels [V] for a class-conditional model, unguided).
 
     V must be divisible by the mesh's batch shards.
     """
     grid = respaced_timesteps(diffusion.num_timesteps, num_timesteps)
-    x0 = jax.device_put(np.asarray(images, np.float32), sharding.batch_sharding(mesh, 0))
+    batch = sharding.batch_sharding(mesh, 0)
+    x0 = jax.device_put(np.asarray(images, np.float32), batch)
+    cond = None if labels is None else jax.device_put(np.asarray(labels, np.int32), batch)
     key = jax.random.PRNGKey(seed)
 
     @jax.jit
-    def loss_at(params, x0, t):  # [] -> mean over the V images of L_t
+    def loss_at(params, x0, cond, t):  # [] -> mean over the V images of L_t
         noise = jax.random.normal(jax.random.fold_in(key, t), x0.shape)
         ts = jnp.full((x0.shape[0],), t, jnp.int32)
         x_t = schedule.q_sample(diffusion, x0, ts, noise)
-        out = models.denoise(model, params, x_t, ts)
+        out = models.denoise(model, params, x_t, ts, cond)
         eps, _ = schedule.split_model_output(out, x0.shape[-1])
         return jnp.mean(schedule.eps_loss(eps, noise))
 
     def losses(params) -> np.ndarray:
-        return np.asarray(jax.device_get([loss_at(params, x0, int(t)) for t in grid]), np.float64)
+        values = [loss_at(params, x0, cond, int(t)) for t in grid]
+        return np.asarray(jax.device_get(values), np.float64)
 
     return grid, losses
 

@@ -45,6 +45,10 @@ def check_model_config(config, example_shape: tuple[int, int, int]) -> None:
         cfg.dtype in ("float32", "bfloat16"),
         f"model.dtype={cfg.dtype!r} is unknown; use one of ['float32', 'bfloat16']",
     )
+    require(
+        not cfg.init_checkpoint or cfg.name == "dit",
+        f"model.init_checkpoint is set but model.name={cfg.name!r}: only DiT weights load",
+    )
     MODELS[cfg.name].check(config, example_shape)
 
 

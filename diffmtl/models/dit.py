@@ -220,6 +220,10 @@ def check_config(config, example_shape: tuple[int, int, int]) -> None:
     )
     require(hidden % heads == 0 and hidden % 4 == 0, f"{cfg.variant}: bad width")
     require(
+        not cfg.init_checkpoint or cfg.init_checkpoint.endswith(".npz"),
+        f"model.init_checkpoint={cfg.init_checkpoint!r} must be an .npz from tools/convert_dit.py",
+    )
+    require(
         cfg.attention_implementation in ("xla", "cudnn"),
         f"model.attention_implementation={cfg.attention_implementation!r} is unknown; use 'xla' "
         "or 'cudnn' (NVIDIA GPUs)",

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import logging
@@ -23,6 +24,7 @@ from diffmtl.clustering import from_config as clustering_from_config
 from diffmtl.data import from_config as data_from_config
 from diffmtl.data.sources import Source
 from diffmtl.diffusion import schedule
+from diffmtl.models import dit_weights
 from diffmtl.training import steps
 from diffmtl.training.optimizer import make_optimizer
 from diffmtl.training.train_state import TrainState, create_train_state
@@ -113,6 +115,21 @@ def build_experiment(
 
 
 def initial_state(config, experiment: Experiment) -> TrainState:
-    """A fresh TrainState from config.seed with the clusters of config.clustering, sharded."""
+    """A fresh TrainState from config.seed with the clusters of config.clustering, sharded.
+
+    model.init_checkpoint (a DiT in the official layout, models/dit_weights.py): the params and
+    their EMA start from it; the file is read and checked before anything compiles.
+    """
+    key = jax.random.PRNGKey(config.seed)
+    pretrained = None
+    if config.model.init_checkpoint:
+        template = jax.eval_shape(experiment.state_initializer, key).params
+        pretrained = dit_weights.load_official(
+            config.model.init_checkpoint, template, config.model.variant
+        )
     init = jax.jit(experiment.state_initializer, out_shardings=experiment.state_sharding)
-    return init(jax.random.PRNGKey(config.seed))
+    state = init(key)
+    if pretrained is None:
+        return state
+    params = jax.device_put(pretrained, experiment.state_sharding.params)
+    return state.replace(params=params, ema_params=jax.tree.map(jnp.copy, params))

@@ -1,0 +1,32 @@
+"""Converts an official DiT checkpoint (.pt, facebookresearch/DiT) to the .npz that
+diffmtl.models.dit_weights reads (model.init_checkpoint).
+
+  python tools/convert_dit.py --pt=DiT-XL-2-256x256.pt --out=DiT-XL-2-256x256.npz
+
+Needs PyTorch (only here: `pip install torch` in a side environment); the .npz then travels
+alone. A training checkpoint's "ema" entry is used when present (DiT samples with the EMA).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    import torch  # Only this one-off conversion needs PyTorch.
+
+    checkpoint = torch.load(FLAGS.pt, map_location="cpu")
+    state_dict = checkpoint.get("ema", checkpoint) if isinstance(checkpoint, dict) else checkpoint
+    arrays = {name: tensor.float().numpy() for name, tensor in state_dict.items()}
+    np.savez(FLAGS.out, **arrays)
+    print(f"wrote {len(arrays)} arrays to {FLAGS.out}")
+
+
+if __name__ == "__main__":
+    flags.DEFINE_string("pt", None, "The official DiT checkpoint (.pt).", required=True)
+    flags.DEFINE_string("out", None, "Where to write the .npz.", required=True)
+    app.run(main)

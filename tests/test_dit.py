@@ -2,6 +2,8 @@
 conditioning; label dropout; classifier-free guidance; the DiT step on 1 and 4 devices and the
 ImageNet config's step on latent-shaped arrays."""
 
+import os
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -227,3 +229,28 @@ def test_official_weights_round_trip_into_the_initial_state_and_bad_files_are_na
     (tmp_path / "text.npz").write_text("not a zip")
     with pytest.raises(UserError, match="text.npz is not a readable .npz"):
         dit_weights.load_official(str(tmp_path / "text.npz"), template, "DiT-Ti/4")
+
+
+PARITY_FILE = os.environ.get("DIFFMTL_DIT_PARITY", "")
+
+
+@pytest.mark.skipif(not PARITY_FILE, reason="set DIFFMTL_DIT_PARITY (tools/dit_parity.py)")
+def test_parity_with_the_official_pytorch_dit(tmp_path):
+    """Our forward pass on the official model's random weights and inputs (tools/dit_parity.py)."""
+    with np.load(PARITY_FILE) as data:
+        arrays = {k.removeprefix("param/"): data[k] for k in data.files if k.startswith("param/")}
+        x, t, y, expected = (data[k] for k in ("x", "t", "y", "out"))
+        variant = str(data["variant"])
+    np.savez(tmp_path / "weights.npz", **arrays)
+    config = imagenet256_dit.get_config()
+    config.model.variant = variant
+    model = models.make_model(config, (32, 32, 4))
+    template = jax.eval_shape(
+        lambda: model.init(jax.random.PRNGKey(0), jnp.asarray(x), t, y, train=False)
+    )["params"]
+    params = dit_weights.load_official(str(tmp_path / "weights.npz"), template, variant)
+    out = jax.jit(
+        lambda p: models.denoise(model, p, jnp.asarray(x), jnp.asarray(t), jnp.asarray(y))
+    )(params)
+    np.testing.assert_allclose(out, expected, atol=1e-4)
+    print("max |ours - official|:", float(np.max(np.abs(np.asarray(out) - expected))))

@@ -77,3 +77,15 @@ def test_bfloat16_task_gradients_track_float32(devices):
     high = run_steps(config_for(method="pcgrad"), devices[:1])
     for a, b in zip(jax.tree.leaves(low[0].params), jax.tree.leaves(high[0].params), strict=True):
         np.testing.assert_allclose(a, b, atol=2e-3)  # Two AdamW steps of lr 1e-3.
+
+
+@pytest.mark.parametrize("method", ["pcgrad", "uw"])
+def test_class_conditional_steps_on_four_devices_equal_one_device(devices, method):
+    """Labels and label dropout inside the per-cluster gradients (PCGrad) and the weighted
+    loss (UW) of the real step."""
+    config = config_for(method=method)
+    config.data.num_classes, config.model.class_dropout = 10, 0.5
+    four, one = run_steps(config, devices), run_steps(config, devices[:1])
+    assert_same_training(four, one)
+    unconditional = run_steps(config_for(method=method), devices[:1])
+    assert not np.allclose(one[1]["task_losses"], unconditional[1]["task_losses"])

@@ -24,8 +24,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.channels = 1  # Image channels; must match the source.
     config.data.random_flip = False  # Mirror half the training images (seeded, resumable).
     # Class labels the model is conditioned on (0: unconditional; Fashion-MNIST has 10, an image
-    # folder one per sub-folder of data.dir, sorted by name; TFDS labels are not read yet).
+    # folder one per sub-folder of data.dir, sorted by name; TFDS its ClassLabel data.label_key).
     config.data.num_classes = 0
+    config.data.label_key = "label"  # tfds: the label feature (with data.num_classes > 0).
 
     config.diffusion = ml_collections.ConfigDict()
     config.diffusion.num_timesteps = 1000  # T: tasks t = 0..T-1.

@@ -29,7 +29,12 @@ class TinyFolderImages(tfds.core.GeneratorBasedBuilder):
     folder = ""
 
     def _info(self):
-        features = tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(None, None, 3))})
+        features = tfds.features.FeaturesDict(
+            {
+                "image": tfds.features.Image(shape=(None, None, 3)),
+                "label": tfds.features.ClassLabel(num_classes=3),
+            }
+        )
         return tfds.core.DatasetInfo(builder=self, features=features, disable_shuffling=True)
 
     def _split_generators(self, dl_manager):
@@ -37,7 +42,8 @@ class TinyFolderImages(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self):
         for i, name in enumerate(sorted(os.listdir(self.folder))):
-            yield i, {"image": np.asarray(Image.open(os.path.join(self.folder, name)))}
+            image = np.asarray(Image.open(os.path.join(self.folder, name)))
+            yield i, {"image": image, "label": i % 3}
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +80,34 @@ def test_tfds_and_image_folder_give_identical_batches(prepared, devices, file_fo
     expected = _batches(ImageFolder(folder, SIZE), devices[:2])
     for got, want in zip(_batches(tfds_source, devices[:2]), expected, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("file_format", ["array_record", "tfrecord"])
+def test_tfds_labels_follow_their_images(prepared, file_format):
+    """Example i has label i mod 3 (the fixture's ClassLabel), read with its image."""
+    _, data_dirs = prepared
+    config = make_tiny_config()
+    config.data.name, config.data.dir = "tfds", data_dirs[file_format]
+    config.data.tfds_name, config.data.image_size, config.data.channels = (
+        "tiny_folder_images",
+        SIZE,
+        3,
+    )
+    config.data.num_classes = 3
+    source = data_from_config.make_source(config)
+    indices = np.array([7, 0, 11, 5])
+    examples = source.examples(indices)
+    np.testing.assert_array_equal(examples["label"], indices % 3)
+    np.testing.assert_array_equal(
+        examples["x0"], TfdsSource("tiny_folder_images", data_dirs[file_format], "train", SIZE,
+                                   "image").examples(indices)["x0"]
+    )  # fmt: skip
+    config.data.num_classes = 4
+    with pytest.raises(UserError, match="data.num_classes=4 but tfds has 3 classes"):
+        data_from_config.make_source(config)
+    config.data.num_classes, config.data.label_key = 3, "class"
+    with pytest.raises(UserError, match="has no labels"):
+        data_from_config.make_source(config)
 
 
 def test_make_source_reads_tfds_from_the_config(prepared):

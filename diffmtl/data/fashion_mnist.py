@@ -62,6 +62,7 @@ class FashionMNIST(PixelSource):
             )
         self._images = images[..., None]  # [n, 28, 28, 1]
         self.labels = labels  # [n] uint8 class ids
+        self.num_classes = 10
         self.num_examples = images.shape[0]
         self.image_shape = self._images.shape[1:]
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from diffmtl.data import fashion_mnist, image_folder, tfds_source
 from diffmtl.data.sources import Source
 from diffmtl.errors import UserError
@@ -13,7 +11,7 @@ SOURCES = {
     "fashion_mnist": lambda cfg, split: fashion_mnist.FashionMNIST(cfg.dir, split),
     "image_folder": lambda cfg, split: image_folder.ImageFolder(cfg.dir, cfg.image_size, split),
     "tfds": lambda cfg, split: tfds_source.TfdsSource(
-        cfg.tfds_name, cfg.dir, split, cfg.image_size, cfg.image_key
+        cfg.tfds_name, cfg.dir, split, cfg.image_size, cfg.image_key, cfg.label_key
     ),
 }
 
@@ -42,13 +40,13 @@ def make_source(config, split: str | None = None) -> Source:
 
 def _check_labels(source: Source, cfg) -> None:
     """UserError unless the source has labels of exactly data.num_classes classes."""
-    if source.labels is None:
+    found = source.num_classes
+    if not found:
         raise UserError(
             f"data.num_classes={cfg.num_classes} but {cfg.name} at {cfg.dir} has no labels (an "
-            "image folder needs one sub-folder per class; TFDS labels are not read yet): set "
-            "data.num_classes=0"
+            "image folder needs one sub-folder per class; a TFDS dataset a ClassLabel feature "
+            "data.label_key): set data.num_classes=0"
         )
-    found = int(getattr(source, "num_classes", 0)) or int(np.max(source.labels)) + 1
     if found != cfg.num_classes:
         raise UserError(
             f"data.num_classes={cfg.num_classes} but {cfg.name} has {found} classes; set "

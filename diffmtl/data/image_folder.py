@@ -62,6 +62,7 @@ class ImageFolder(PixelSource):
         self.classes = sorted(set(folders)) if all(folders) else []
         index = {name: i for i, name in enumerate(self.classes)}
         self.labels = np.array([index[f] for f in folders], np.int32) if self.classes else None
+        self.num_classes = len(self.classes)
         self.image_shape = (image_size, image_size, 3)
 
     def load(self, index: int) -> np.ndarray:

@@ -27,9 +27,10 @@ class _FolderImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     folder: ImageFolder
 
     def _info(self) -> tfds.core.DatasetInfo:
-        features = tfds.features.FeaturesDict(
-            {"image": tfds.features.Image(shape=self.folder.image_shape)}
-        )
+        features = {"image": tfds.features.Image(shape=self.folder.image_shape)}
+        if self.folder.classes:  # one sub-folder per class: a 'label' feature
+            features["label"] = tfds.features.ClassLabel(names=self.folder.classes)
+        features = tfds.features.FeaturesDict(features)
         return tfds.core.DatasetInfo(builder=self, features=features, disable_shuffling=True)
 
     def _split_generators(self, dl_manager):
@@ -37,7 +38,10 @@ class _FolderImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     def _generate_examples(self):
         for i in range(self.folder.num_examples):
-            yield i, {"image": self.folder.load(i)}
+            example = {"image": self.folder.load(i)}
+            if self.folder.classes:
+                example["label"] = int(self.folder.labels[i])
+            yield i, example
 
 
 def prepare(

@@ -37,12 +37,13 @@ class PixelSource:
     {'label': int32} class ids when `with_labels` is set (data/from_config.py sets it for a
     class-conditional config).
 
-    Subclasses set num_examples, image_shape and labels ([n] class ids, or None when the source
-    has none) and define images(indices).
+    Subclasses set num_examples, image_shape, num_classes and labels ([n] class ids; a source
+    that reads labels per record overrides examples instead) and define images(indices).
     """
 
     image_shape: tuple[int, int, int]
-    labels: np.ndarray | None = None
+    labels: np.ndarray | None = None  # [n] class ids, when held in memory
+    num_classes: int = 0  # classes of the labels the source has (0: none)
     with_labels: bool = False
 
     @property

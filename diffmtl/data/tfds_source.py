@@ -20,6 +20,7 @@ import logging
 import numpy as np
 from PIL import Image
 
+from diffmtl.data import images as images_lib
 from diffmtl.data.image_folder import centre_crop_resize
 from diffmtl.data.sources import PixelSource
 from diffmtl.errors import UserError
@@ -46,7 +47,15 @@ def _builder(name: str, data_dir: str):
 class TfdsSource(PixelSource):
     """A prepared TFDS split's images as uint8 [n, image_size, image_size, C]."""
 
-    def __init__(self, name: str, data_dir: str, split: str, image_size: int, image_key: str):
+    def __init__(
+        self,
+        name: str,
+        data_dir: str,
+        split: str,
+        image_size: int,
+        image_key: str,
+        label_key: str = "",
+    ):
         builder = _builder(name, data_dir)
         splits = builder.info.splits
         if split not in splits:
@@ -58,6 +67,11 @@ class TfdsSource(PixelSource):
             )
         feature = builder.info.features[image_key]
         self._size, self._key = image_size, image_key
+        features = builder.info.features
+        # Labels: a ClassLabel feature named label_key ('' or absent: the dataset has none).
+        has_labels = bool(label_key) and label_key in features
+        self._label_key = label_key if has_labels else ""
+        self.num_classes = int(features[label_key].num_classes) if has_labels else 0
         self.num_examples = splits[split].num_examples
         self.image_shape = (image_size, image_size, feature.shape[-1])
         self.file_format = builder.info.file_format.value
@@ -66,9 +80,10 @@ class TfdsSource(PixelSource):
             self._in_memory = None
         else:
             self._records = None
-            self._in_memory = self._read_all(builder, split)
+            self._in_memory, self.labels = self._read_all(builder, split)
 
-    def _read_all(self, builder, split: str) -> np.ndarray:
+    def _read_all(self, builder, split: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """(images [n, H, W, C], labels [n] or None), read once in index order."""
         import tensorflow_datasets as tfds
 
         logging.info(
@@ -80,8 +95,12 @@ class TfdsSource(PixelSource):
         )
         read_config = tfds.ReadConfig(interleave_cycle_length=1)  # files in order: index order
         dataset = builder.as_dataset(split=split, shuffle_files=False, read_config=read_config)
-        images = [self._fit(ex[self._key]) for ex in tfds.as_numpy(dataset)]
-        return np.stack(images)
+        images, labels = [], []
+        for example in tfds.as_numpy(dataset):
+            images.append(self._fit(example[self._key]))
+            if self._label_key:
+                labels.append(int(example[self._label_key]))
+        return np.stack(images), (np.asarray(labels, np.int32) if self._label_key else None)
 
     def _fit(self, image: np.ndarray) -> np.ndarray:
         """uint8 [h, w, C] -> [image_size, image_size, C] (centre crop + resize if needed)."""
@@ -101,3 +120,12 @@ class TfdsSource(PixelSource):
             return self._in_memory[indices]
         records = self._records.__getitems__(indices)
         return np.stack([self._fit(np.asarray(r[self._key])) for r in records])
+
+    def examples(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        """PixelSource.examples; with random access and labels, each record is read once."""
+        if not self.with_labels or self._in_memory is not None:
+            return super().examples(indices)
+        records = self._records.__getitems__([int(i) for i in np.ravel(indices)])
+        images = np.stack([self._fit(np.asarray(r[self._key])) for r in records])
+        labels = np.asarray([int(r[self._label_key]) for r in records], np.int32)
+        return {"x0": images_lib.to_model_range(images), "label": labels}

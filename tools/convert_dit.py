@@ -9,7 +9,6 @@ alone. A training checkpoint's "ema" entry is used when present (DiT samples wit
 
 from __future__ import annotations
 
-import numpy as np
 from absl import app, flags
 
 FLAGS = flags.FLAGS
@@ -17,13 +16,9 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    import torch  # Only this one-off conversion needs PyTorch.
+    from torch_state_dict import save_arrays, state_dict_arrays  # needs PyTorch
 
-    checkpoint = torch.load(FLAGS.pt, map_location="cpu")
-    state_dict = checkpoint.get("ema", checkpoint) if isinstance(checkpoint, dict) else checkpoint
-    arrays = {name: tensor.float().numpy() for name, tensor in state_dict.items()}
-    np.savez(FLAGS.out, **arrays)
-    print(f"wrote {len(arrays)} arrays to {FLAGS.out}")
+    save_arrays(FLAGS.out, state_dict_arrays(FLAGS.pt, entry="ema"))
 
 
 if __name__ == "__main__":

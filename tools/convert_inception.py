@@ -8,7 +8,6 @@ Needs PyTorch (only here: `pip install torch`), on any machine; the .npz then tr
 
 from __future__ import annotations
 
-import numpy as np
 from absl import app, flags
 
 FLAGS = flags.FLAGS
@@ -16,15 +15,13 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    import torch  # Only this one-off conversion needs PyTorch.
+    from torch_state_dict import save_arrays, state_dict_arrays  # needs PyTorch
 
     from diffmtl.evaluation.metrics import inception
 
-    state_dict = torch.load(FLAGS.pth, map_location="cpu")
-    arrays = {name: tensor.numpy() for name, tensor in state_dict.items()}
+    arrays = state_dict_arrays(FLAGS.pth)
     inception.params_from_state_dict(arrays)  # Fails here, not later, on an unexpected file.
-    np.savez(FLAGS.out, **arrays)
-    print(f"wrote {len(arrays)} arrays to {FLAGS.out}")
+    save_arrays(FLAGS.out, arrays)
 
 
 if __name__ == "__main__":

@@ -63,20 +63,18 @@ def official_names(depth: int) -> dict[str, tuple[tuple[str, ...], str]]:
     return names
 
 
+# layout -> the axis permutation from the official array to ours (none: the same array).
+PERMUTATIONS = {"linear": (1, 0), "conv": (2, 3, 1, 0)}  # [out, in]; [D, C, p, p] -> HWIO
+
+
 def _to_ours(array: np.ndarray, layout: str) -> np.ndarray:
-    if layout == "linear":
-        return array.T
-    if layout == "conv":
-        return array.transpose(2, 3, 1, 0)
-    return array
+    perm = PERMUTATIONS.get(layout)
+    return array if perm is None else array.transpose(perm)
 
 
 def _to_official(array: np.ndarray, layout: str) -> np.ndarray:
-    if layout == "linear":
-        return array.T
-    if layout == "conv":
-        return array.transpose(3, 2, 0, 1)
-    return array
+    perm = PERMUTATIONS.get(layout)
+    return array if perm is None else array.transpose(np.argsort(perm))
 
 
 def to_official(params, variant: str, input_size: int) -> dict[str, np.ndarray]:

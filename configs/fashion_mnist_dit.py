@@ -23,6 +23,8 @@ def get_config() -> ml_collections.ConfigDict:
     model.dropout = 0.0  # DiT has no dropout.
     model.class_dropout = 0.1  # DiT's label dropout (classifier-free guidance).
 
-    config.train.learning_rate = 3e-4  # Transformers want less than the UNet's 5e-4.
+    config.train.learning_rate = 1e-3  # 3e-4 gave blocky samples after 320 steps (README).
+    config.train.num_train_steps = 600  # About 11 minutes here (1.08 s per step).
     config.sampling.guidance_scale = 2.0  # ASSUMPTION: a CPU-scale model profits from more.
+    config.sampling.grid_size = 60  # 6 samples of each class, one row per class.
     return config

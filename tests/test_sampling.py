@@ -7,6 +7,7 @@ import pytest
 
 from conftest import make_tiny_config
 from diffmtl import sharding
+from diffmtl.data import images
 from diffmtl.diffusion import guidance
 from diffmtl.diffusion import samplers as sampling
 from diffmtl.diffusion.schedule import make_diffusion, schedule_alphas_cumprod
@@ -129,3 +130,11 @@ def test_learned_variance_draws_with_the_model_variance(devices, v):
         [(np.sqrt(abar[0] / abar[1]) * z2 + sigma1 * z1) / np.sqrt(abar[0]) for z1, z2 in z]
     )
     np.testing.assert_allclose(out, expected, rtol=2e-4, atol=2e-4)
+
+
+def test_a_class_conditional_grid_has_one_row_per_class():
+    """Sample i has label i mod C (the samplers'); the grid puts class c in row c."""
+    samples = np.stack([np.full((2, 2, 1), i, np.uint8) for i in range(23)])  # 3 left over
+    grid = images.image_grid(samples, padding=0, num_classes=10)[::2, ::2, 0]  # one pixel each
+    np.testing.assert_array_equal(grid, np.arange(20).reshape(2, 10).T)
+    assert images.image_grid(samples, padding=0).shape == (10, 10, 1)  # 5 x 5 when unlabelled

@@ -29,7 +29,8 @@ def image_grid(images: np.ndarray, padding: int = 2, num_classes: int = 0) -> np
     cols = math.ceil(math.sqrt(n))
     if num_classes and n >= num_classes:
         cols = n // num_classes
-        images = images[np.argsort(np.arange(n) % num_classes, kind="stable")][: cols * num_classes]
+        n = cols * num_classes  # the first n samples: cols of each class
+        images = images[:n][np.argsort(np.arange(n) % num_classes, kind="stable")]
     rows = math.ceil(n / cols)
     grid = np.zeros((rows * (h + padding) + padding, cols * (w + padding) + padding, c), np.uint8)
     for i, image in enumerate(images):

@@ -140,8 +140,9 @@ def test_fashion_mnist_dir_exists():
     assert jax.device_count() == 4
 
 
-class LeftColumnSource(CountingSource):
-    """Image i holds i (mod 256) in its left column and 0 in its right one: flips show."""
+class LeftColumnSource(LabelledSource):
+    """Image i holds i (mod 256) in its left column and 0 in its right one: flips show; its
+    label is i mod 7."""
 
     def images(self, indices):
         out = np.zeros((len(indices), 2, 2, 1), np.uint8)
@@ -155,14 +156,13 @@ def test_two_processes_shares_form_the_one_process_batch(devices, mesh_shape):
     the shares side by side are the global batch that one process with 4 devices assembles."""
     mesh = sharding.make_mesh(*mesh_shape, devices=devices)
     args = (LeftColumnSource(1000), 5, (2, 3, 8), mesh)
-    one_process = np.asarray(
-        next(input_pipeline.GlobalBatchIterator(*args, random_flip=True))["x0"]
-    )
+    one_process = jax.device_get(next(input_pipeline.GlobalBatchIterator(*args, random_flip=True)))
     it = input_pipeline.GlobalBatchIterator(*args, random_flip=True)
     indices, flips = it.next_layout()
-    shares = [it.share(indices, flips, d)["x0"] for d in (devices[:2], devices[2:])]
-    assert [s.shape[2] for s in shares] == [4, 4]
-    assert 0 < flips.mean() < 1 and np.any(one_process[..., 0, 1, 0] > -1)  # some mirrored
-    np.testing.assert_array_equal(np.concatenate(shares, axis=2), one_process)
+    shares = [it.share(indices, flips, d) for d in (devices[:2], devices[2:])]
+    assert [s["x0"].shape[2] for s in shares] == [4, 4]
+    assert 0 < flips.mean() < 1 and np.any(one_process["x0"][..., 0, 1, 0] > -1)  # some mirrored
+    for key in ("x0", "label"):  # labels follow their images into each process's share
+        np.testing.assert_array_equal(np.concatenate([s[key] for s in shares], 2), one_process[key])
     with pytest.raises(ValueError, match="non-contiguous"):
         input_pipeline.process_rows(it._sharding, it.global_shapes["x0"], [devices[0], devices[2]])

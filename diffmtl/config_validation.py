@@ -127,6 +127,17 @@ def _check_sampling(config, num_devices: int) -> None:
     require(cfg.eta >= 0, f"sampling.eta={cfg.eta} must be >= 0")
     _divisible_by_devices(cfg.batch_size, "sampling.batch_size", num_devices)
     require(cfg.grid_size >= 1, f"sampling.grid_size={cfg.grid_size} must be >= 1")
+    require(
+        cfg.guidance_scale == 1.0 or config.data.num_classes > 0,
+        f"sampling.guidance_scale={cfg.guidance_scale} needs class labels: set data.num_classes "
+        "(and model.class_dropout > 0 to train the unconditional model) or the scale to 1",
+    )
+    require(cfg.guidance_scale >= 0, f"sampling.guidance_scale={cfg.guidance_scale} must be >= 0")
+    require(
+        0 <= cfg.guidance_channels <= config.data.channels,
+        f"sampling.guidance_channels={cfg.guidance_channels} must be between 0 (all) and "
+        f"data.channels={config.data.channels}",
+    )
 
 
 def _check_eval(config, num_devices: int, check_files: bool) -> None:

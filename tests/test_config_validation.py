@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from configs import fashion_mnist
+from configs import fashion_mnist, fashion_mnist_dit
 from diffmtl import config_validation
 from diffmtl.data import from_config as data_from_config
 from diffmtl.errors import UserError
@@ -43,10 +43,33 @@ def test_default_config_is_valid_on_1_and_3_devices():
         ("eval.feature_network", "clip", "eval.feature_network='clip' is unknown"),
         ("eval.reference_path", "/no/ref.npz", "eval.reference_path='/no/ref.npz' is not a file"),
         ("eval.val_num_timesteps", 1001, "eval.val_num_timesteps must be between 1"),
+        ("sampling.guidance_scale", 1.5, "sampling.guidance_scale=1.5 needs class labels"),
+        ("sampling.guidance_channels", 2, "guidance_channels=2 must be between 0 .all. and"),
+        ("data.num_classes", -1, "data.num_classes=-1 must be >= 0"),
+        ("model.class_dropout", 1.0, r"model.class_dropout=1.0 must be in \[0, 1\)"),
+        ("model.name", "vit", "model.name='vit' is unknown"),
     ],
 )
 def test_bad_fields_are_named(field, value, message):
     config = fashion_mnist.get_config()
+    section, name = field.split(".")
+    config[section][name] = value
+    with pytest.raises(UserError, match=message):
+        config_validation.validate(config, 1)
+
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("model.variant", "DiT-XXL/2", r"model.variant='DiT-XXL/2' is unknown"),
+        ("model.variant", "DiT-S/8", "has patch 8: data.image_size=28 must be a multiple"),
+        ("model.dropout", 0.1, "DiT has no dropout"),
+        ("model.attention_implementation", "flash", "attention_implementation='flash'"),
+        ("model.init_checkpoint", "dit.pt", "must be an .npz from tools/convert_dit.py"),
+    ],
+)
+def test_bad_dit_fields_are_named(field, value, message):
+    config = fashion_mnist_dit.get_config()
     section, name = field.split(".")
     config[section][name] = value
     with pytest.raises(UserError, match=message):

@@ -38,6 +38,10 @@ def check_model_config(config, example_shape: tuple[int, int, int]) -> None:
     require(cfg.name in MODELS, f"model.name={cfg.name!r} is unknown; use one of {sorted(MODELS)}")
     require(0 <= cfg.dropout < 1, f"model.dropout={cfg.dropout} must be in [0, 1)")
     require(
+        config.data.num_classes >= 0,
+        f"data.num_classes={config.data.num_classes} must be >= 0 (0: unconditional)",
+    )
+    require(
         0 <= cfg.class_dropout < 1,
         f"model.class_dropout={cfg.class_dropout} must be in [0, 1) (label dropout for CFG)",
     )

@@ -32,8 +32,10 @@ def naive_cluster_gradients(loss_fn, params, batch, loop, grad_dtype):
     del loop, grad_dtype
 
     def all_task_losses(p):
+        num_microbatches = jax.tree.leaves(batch)[0].shape[0]
         per_microbatch = [
-            tasks.task_losses(loss_fn(p, *(a[m] for a in batch))) for m in range(batch[0].shape[0])
+            tasks.task_losses(loss_fn(p, *jax.tree.map(lambda a, m=m: a[m], batch)))
+            for m in range(num_microbatches)
         ]
         return jnp.mean(jnp.stack(per_microbatch), axis=0)
 
@@ -86,7 +88,7 @@ def main(argv):
     naive = rows["naive_k_backward_pcgrad"]["step_s"]
     for name in ("pcgrad", "nash_mtl_every_step"):
         rows[name]["ratio_to_naive"] = round(rows[name]["step_s"] / naive, 3)
-    layout = "per-cluster gradients: one pass per cluster sub-batch (steps.cluster_gradients)"
+    layout = "per-cluster gradients: one pass per cluster sub-batch (steps.task_gradients)"
     print(json.dumps({"devices": jax.device_count(), "layout": layout, "rows": rows}, indent=2))
 
 

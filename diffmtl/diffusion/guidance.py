@@ -25,11 +25,10 @@ ModelFn = Callable[[object, jax.Array, jax.Array, jax.Array | None], jax.Array]
 
 def combine(cond: jax.Array, uncond: jax.Array, scale: float, channels: int) -> jax.Array:
     """Guided output from the conditional and unconditional outputs [B, H, W, C'] (C' = C or
-    2C): eps_u + scale (eps_c - eps_u) on the first `channels` channels (0: all C), the
+    2C): eps_u + scale (eps_c - eps_u) on the first `channels` channels (> 0), the
     conditional output elsewhere."""
-    g = channels or cond.shape[-1]
-    guided = uncond[..., :g] + scale * (cond[..., :g] - uncond[..., :g])
-    return jnp.concatenate([guided, cond[..., g:]], axis=-1)
+    guided = uncond[..., :channels] + scale * (cond[..., :channels] - uncond[..., :channels])
+    return jnp.concatenate([guided, cond[..., channels:]], axis=-1)
 
 
 def guided_model_fn(

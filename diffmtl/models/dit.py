@@ -162,10 +162,9 @@ class DiT(common.Denoiser):
             name="patch_embed",
         )(x.astype(self.dtype))
         h = h.reshape(b, grid_h * grid_w, d)
-        if grid_h == grid_w:
-            h = h + sincos_position_embedding(d, grid_h).astype(self.dtype)[None]
-        else:
+        if grid_h != grid_w:
             raise ValueError(f"DiT takes square inputs, got {height}x{width}")
+        h = h + sincos_position_embedding(d, grid_h).astype(self.dtype)[None]
 
         c = common.timestep_embedding(t, FREQUENCY_DIM)
         c = nn.Dense(d, kernel_init=_normal, dtype=self.dtype, name="t_mlp_in")(c)

@@ -156,9 +156,13 @@ def _dit_config(num_classes=10):
 
 
 @pytest.mark.slow
-def test_dit_step_with_labels_on_four_devices_equals_one_device(devices):
+def test_dit_step_with_labels_on_a_data_fsdp_mesh_equals_one_device(devices):
+    """Four devices as 2 (data) x 2 (fsdp): the DiT's parameters, EMA and Adam moments are
+    sharded, the labelled batch split, and training equals one device's."""
     config = _dit_config()
-    assert_same_training(run_steps(config, devices), run_steps(config, devices[:1]))
+    one = run_steps(config, devices[:1])
+    config.mesh.data, config.mesh.fsdp = 2, 2
+    assert_same_training(run_steps(config, devices), one)
 
 
 @pytest.mark.slow

@@ -71,7 +71,7 @@ def test_the_composite_sampler_uses_the_specialist_exactly_on_its_interval(devic
 
     plain, composite = (
         make(guidance.guided_model_fn(exp.model)),
-        make(negative_transfer.composite_model_fn(exp.model)),
+        make(negative_transfer.composite_model_fn(guidance.guided_model_fn(exp.model))),
     )
     indices = np.arange(4)
 
@@ -91,7 +91,10 @@ def test_the_composite_sampler_uses_the_specialist_exactly_on_its_interval(devic
 
 @pytest.mark.slow
 def test_ntg_mode_trains_evaluates_and_resumes(tmp_path):
+    """Class-conditional with guidance, so labels reach the specialists and their samplers."""
     config = make_tiny_config()
+    config.data.num_classes, config.model.class_dropout = 10, 0.1
+    config.sampling.guidance_scale = 2.0
     config.train.num_train_steps = 1
     config.checkpoint_every_steps = 1
     config.task_gradient_cosine_every_steps = 0

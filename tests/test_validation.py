@@ -53,3 +53,32 @@ def test_cluster_means_equal_brute_force():
     got = validation.cluster_means(grid, losses, boundaries)
     np.testing.assert_allclose(got[[0, 1, 3]], expected)
     assert np.isnan(got[2])  # no grid point in [7, 7]
+
+
+class LabelScaled(nn.Module):
+    """eps_theta(x_t, t, y) = w[y] x_t: the label picks the scale."""
+
+    @nn.compact
+    def __call__(self, x, t, cond, *, train=False):
+        return self.param("w", nn.initializers.zeros, (2,))[cond][:, None, None, None] * x
+
+
+def test_labels_reach_the_model_with_their_images(devices):
+    """Closed form per image: L_t = mean_i mean((w[y_i] x_t,i - noise_i)^2)."""
+    config = make_tiny_config()
+    diffusion = make_diffusion(config)
+    images = np.random.default_rng(0).uniform(-1, 1, (8, 5, 5, 1)).astype(np.float32)
+    labels = np.arange(8) % 2
+    mesh = sharding.make_mesh(devices=devices)
+    grid, losses = validation.make_validation_loss(
+        LabelScaled(), diffusion, mesh, images, 3, 0, labels=labels
+    )
+    w = jnp.array([0.0, 0.7])
+    got = losses({"w": w})
+    key = jax.random.PRNGKey(0)
+    for t, loss in zip(grid, got, strict=True):
+        noise = jax.random.normal(jax.random.fold_in(key, int(t)), images.shape)
+        abar = diffusion.alphas_cumprod[int(t)]
+        x_t = jnp.sqrt(abar) * images + jnp.sqrt(1 - abar) * noise
+        expected = jnp.mean((w[labels][:, None, None, None] * x_t - noise) ** 2)
+        np.testing.assert_allclose(loss, float(expected), rtol=1e-5)

@@ -31,7 +31,7 @@ from etils import epath
 
 from diffmtl.analysis import plots
 from diffmtl.clustering import intervals
-from diffmtl.diffusion import guidance, samplers
+from diffmtl.diffusion import guidance
 from diffmtl.evaluation import evaluator as evaluation
 from diffmtl.training import loop, resume
 
@@ -60,11 +60,11 @@ def _finished(run_dir: str) -> bool:
     return (epath.Path(run_dir) / "metrics.json").exists()
 
 
-def composite_model_fn(model) -> guidance.ModelFn:
-    """model_fn((all-task params, specialist params, [first, last]), x, t, y): the specialist's
-    output where t lies in [first, last], the all-task model's elsewhere (t is one timestep per
-    reverse step, so one forward pass with the selected parameters). Unguided."""
-    apply = guidance.guided_model_fn(model)
+def composite_model_fn(apply: guidance.ModelFn) -> guidance.ModelFn:
+    """model_fn((all-task params, specialist params, [first, last]), x, t, y): apply with the
+    specialist's params where t lies in [first, last], the all-task model's elsewhere (t is one
+    timestep per reverse step, so one forward pass with the selected parameters). apply is the
+    run's (guided) model fn, so a class-conditional NTG samples as its runs' evaluation does."""
 
     def model_fn(params, x, t, y=None):
         shared, specialist, interval = params
@@ -94,14 +94,8 @@ def negative_transfer_gap(config, workdir: str) -> str:
     ntg_config = _ntg_sampling_config(config)
     exp, shared, _ = resume.restore_ema_params(config, runs["all_tasks"][1])
     evaluator = evaluation.Evaluator(ntg_config, exp, runs["all_tasks"][1])
-    composite = samplers.make_sampler(
-        composite_model_fn(exp.model),
-        exp.diffusion,
-        ntg_config.sampling.num_steps,
-        0.0,
-        exp.example_shape,
-        exp.mesh,
-        ntg_config.sampling.clip_denoised,
+    composite = evaluation.experiment_sampler(
+        ntg_config, exp, composite_model_fn(evaluation.experiment_model_fn(ntg_config, exp))
     )
     path = epath.Path(workdir) / "ntg.json"
     record = json.loads(path.read_text()) if path.exists() else {"samplers": {}}

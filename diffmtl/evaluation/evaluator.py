@@ -25,14 +25,23 @@ from diffmtl.evaluation.metrics import features as features_lib
 from diffmtl.evaluation.metrics import frechet, sample_quality
 
 
-def experiment_sampler(config, exp):
+def experiment_model_fn(config, exp) -> guidance.ModelFn:
+    """The run's model as samplers call it: guided as config.sampling says (dropout off)."""
+    cfg = config.sampling
+    return guidance.guided_model_fn(
+        exp.model, cfg.guidance_scale, cfg.guidance_channels, config.data.num_classes
+    )
+
+
+def experiment_sampler(config, exp, model_fn: guidance.ModelFn | None = None):
     """The config's sampler (method, num_steps, eta, classifier-free guidance) for the run; ddpm
-    uses a learned variance."""
+    uses a learned variance. model_fn replaces experiment_model_fn(config, exp) (the NTG's
+    composite of two parameter sets, say)."""
     cfg = config.sampling
     ancestral = cfg.method == "ddpm"
     num_classes = config.data.num_classes
     return samplers.make_sampler(
-        guidance.guided_model_fn(exp.model, cfg.guidance_scale, cfg.guidance_channels, num_classes),
+        model_fn or experiment_model_fn(config, exp),
         exp.diffusion,
         cfg.num_steps,
         1.0 if ancestral else cfg.eta,

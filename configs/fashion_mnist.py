@@ -12,8 +12,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.seed = 0  # Seeds the parameters, the training keys and the data order.
 
     config.data = ml_collections.ConfigDict()
-    # Data source (data/from_config.SOURCES): 'fashion_mnist', 'image_folder' or 'tfds'.
+    # Data source (data/from_config.SOURCES): 'fashion_mnist', 'image_folder', 'tfds', or
+    # 'latents': the latent cache (autoencoder.cache_dir) of the pixel source data.pixel_source.
     config.data.name = "fashion_mnist"
+    config.data.pixel_source = "fashion_mnist"  # latents: the images the cache encodes.
     # fashion_mnist: its four IDX .gz files (Debian package); image_folder: the image tree;
     # tfds: the TFDS data_dir holding the prepared dataset (a local path or a bucket).
     config.data.dir = "/usr/share/datasets/fashion-mnist"
@@ -27,6 +29,22 @@ def get_config() -> ml_collections.ConfigDict:
     # folder one per sub-folder of data.dir, sorted by name; TFDS its ClassLabel data.label_key).
     config.data.num_classes = 0
     config.data.label_key = "label"  # tfds: the label feature (with data.num_classes > 0).
+
+    # Latent diffusion (data.name='latents'): a KL autoencoder (autoencoder/kl.py) whose
+    # posterior mean and std are cached once per split; training draws z = mean + std * eps.
+    config.autoencoder = ml_collections.ConfigDict()
+    # Weights: a diffusers diffusion_pytorch_model.safetensors (the SD VAE) or our .npz.
+    config.autoencoder.checkpoint = ""
+    config.autoencoder.base_channels = 128  # SD KL-f8: 128, (1, 2, 4, 4), 2, 4, 32.
+    config.autoencoder.channel_mults = (1, 2, 4, 4)  # Downsampling f = 2^(levels - 1).
+    config.autoencoder.num_res_blocks = 2
+    config.autoencoder.latent_channels = 4
+    config.autoencoder.num_groups = 32  # GroupNorm groups.
+    config.autoencoder.input_size = 0  # Images centre-padded to this before encoding (0: none).
+    config.autoencoder.scale_factor = 0.18215  # Latents x this enter diffusion (SD's value).
+    config.autoencoder.sample_posterior = True  # z = mean + std * eps (False: the mean).
+    config.autoencoder.cache_dir = ""  # The latent cache (built on first use if missing).
+    config.autoencoder.batch_size = 64  # Global batch of encoding and decoding.
 
     config.diffusion = ml_collections.ConfigDict()
     config.diffusion.num_timesteps = 1000  # T: tasks t = 0..T-1.

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from etils import epath
 
-from diffmtl import models, mtl
+from diffmtl import autoencoder, models, mtl
 from diffmtl.clustering import from_config
 from diffmtl.diffusion import schedule
 from diffmtl.diffusion.samplers import SAMPLERS
@@ -67,12 +67,17 @@ def _check_clustering(config) -> None:
 
 
 def example_shape(config) -> tuple[int, int, int]:
-    """(H, W, C) of the model-space examples the config describes (pixels, for now)."""
+    """(H, W, C) of the model-space examples: the pixels, or the latents with data.name =
+    'latents'."""
+    if config.data.name == "latents":
+        return autoencoder.latent_shape(config)
     return (config.data.image_size, config.data.image_size, config.data.channels)
 
 
 def _check_model(config) -> None:
     require(config.data.channels >= 1, f"data.channels={config.data.channels} must be >= 1")
+    if config.data.name == "latents":
+        autoencoder.check_config(config)
     models.check_model_config(config, example_shape(config))
 
 
@@ -133,10 +138,11 @@ def _check_sampling(config, num_devices: int) -> None:
         "(and model.class_dropout > 0 to train the unconditional model) or the scale to 1",
     )
     require(cfg.guidance_scale >= 0, f"sampling.guidance_scale={cfg.guidance_scale} must be >= 0")
+    channels = example_shape(config)[-1]
     require(
-        0 <= cfg.guidance_channels <= config.data.channels,
-        f"sampling.guidance_channels={cfg.guidance_channels} must be between 0 (all) and "
-        f"data.channels={config.data.channels}",
+        0 <= cfg.guidance_channels <= channels,
+        f"sampling.guidance_channels={cfg.guidance_channels} must be between 0 (all) and the "
+        f"model's {channels} channels",
     )
 
 

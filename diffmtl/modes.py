@@ -15,7 +15,9 @@ def sample(config, workdir: str) -> str:
     """Writes eval.num_samples samples of the newest checkpoint to <workdir>/samples/."""
     exp, params, step = resume.restore_ema_params(config, workdir)
     sampler = evaluation.experiment_sampler(config, exp)
-    samples = evaluation.generate_samples(sampler, params, config.eval.num_samples, config.sampling)
+    samples = evaluation.generate_samples(
+        sampler, params, config.eval.num_samples, config.sampling, exp.codec
+    )
     path = evaluation.write_sample_files(
         os.path.join(workdir, "samples"), samples, config.sampling.grid_size
     )

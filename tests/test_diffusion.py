@@ -22,6 +22,14 @@ def test_linear_schedule_keeps_end_points_for_other_T():
     np.testing.assert_allclose([betas[0], betas[-1]], [4e-4, 0.08])
 
 
+def test_scaled_linear_schedule_is_ldms():
+    """LDM / SD: betas = linspace(sqrt(b0), sqrt(b1), T)^2; midpoint in closed form."""
+    betas = diffusion.beta_schedule("scaled_linear", 1001, 0.0015, 0.0195)
+    np.testing.assert_allclose([betas[0], betas[-1]], [0.0015, 0.0195], rtol=1e-12)
+    np.testing.assert_allclose(betas[500], ((0.0015**0.5 + 0.0195**0.5) / 2) ** 2, rtol=1e-12)
+    assert np.all(np.diff(np.sqrt(betas)) > 0) and np.allclose(np.diff(np.sqrt(betas), 2), 0)
+
+
 def test_cosine_schedule_closed_form():
     T, s = 1000, 0.008
     abar = diffusion.alphas_cumprod(diffusion.beta_schedule("cosine", T))

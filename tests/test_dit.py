@@ -167,7 +167,8 @@ def test_dit_step_with_labels_on_a_data_fsdp_mesh_equals_one_device(devices):
 
 @pytest.mark.slow
 def test_imagenet_config_trains_three_steps_on_latent_shaped_arrays(devices):
-    """configs/imagenet256_dit.py (DiT-S/2 for time; the latent source is the next issue). With
+    """configs/imagenet256_dit.py (DiT-S/2 for time) on random arrays of its latent batch
+    (posterior mean and std, labels; tests/test_latents.py has the real cache). With
     adaLN-Zero, step 1 moves only the output layer (everything before it gets no gradient),
     step 2 the modulations too, step 3 every block weight."""
     config = imagenet256_dit.get_config()
@@ -177,15 +178,14 @@ def test_imagenet_config_trains_three_steps_on_latent_shaped_arrays(devices):
     state = experiment.initial_state(config, exp)
     _, abstract = dry_run.abstract_inputs(config, exp)
     rng = np.random.default_rng(0)
+    assert set(abstract) == {"x0", "x0_std", "label"}
+    chex.assert_shape(abstract["x0"], (1, 5, 4, 32, 32, 4))
     batch = {
-        "x0": jax.device_put(
-            rng.normal(size=abstract["x0"].shape).astype(np.float32), abstract["x0"].sharding
-        ),
-        "label": jax.device_put(
-            rng.integers(0, 1000, abstract["label"].shape).astype(np.int32),
-            sharding.batch_sharding(exp.mesh, 2),
-        ),
+        "x0": rng.normal(size=abstract["x0"].shape).astype(np.float32),
+        "x0_std": rng.uniform(0, 0.1, abstract["x0_std"].shape).astype(np.float32),
+        "label": rng.integers(0, 1000, abstract["label"].shape).astype(np.int32),
     }
+    batch = {k: jax.device_put(v, sharding.batch_sharding(exp.mesh, 2)) for k, v in batch.items()}
     before = jax.device_get(state.params)
     for _ in range(3):
         state, metrics = exp.train_step[False](state, batch)

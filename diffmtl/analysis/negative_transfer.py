@@ -109,7 +109,7 @@ def negative_transfer_gap(config, workdir: str) -> str:
             interval = jnp.asarray(run_config.clustering.timestep_range, jnp.int32)
             params = (shared, specialist, interval)
             samples = evaluation.generate_samples(
-                composite, params, ntg_config.eval.num_samples, ntg_config.sampling
+                composite, params, ntg_config.eval.num_samples, ntg_config.sampling, exp.codec
             )
         record["samplers"][name] = evaluator.quality(samples)
         logging.info("NTG: %s %s", name, record["samplers"][name])

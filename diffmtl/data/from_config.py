@@ -17,11 +17,41 @@ SOURCES = {
 
 
 def make_source(config, split: str | None = None) -> Source:
-    """The source named by `config.data.name` (split: data.split unless given); checks its files."""
+    """The source named by `config.data.name` (split: data.split unless given); checks its files.
+
+    'latents': the latent cache of data.pixel_source's split, encoded first if missing.
+    """
     cfg = config.data
-    if cfg.name not in SOURCES:
-        raise UserError(f"data.name={cfg.name!r} is unknown; use one of {sorted(SOURCES)}")
-    source = SOURCES[cfg.name](cfg, cfg.split if split is None else split)
+    split = cfg.split if split is None else split
+    if cfg.name == "latents":
+        return _latent_source(config, split)
+    return _pixel_source(config, cfg.name, split)
+
+
+def _latent_source(config, split: str):
+    from diffmtl.autoencoder import latent_cache
+    from diffmtl.data import latents
+
+    pixels = _pixel_source(config, config.data.pixel_source, split)
+    meta = latent_cache.encode_split(config, split, pixels)
+    source = latents.LatentSource(
+        latent_cache.split_dir(config, split),
+        meta,
+        pixels,
+        config.autoencoder.scale_factor,
+        config.autoencoder.sample_posterior,
+    )
+    source.with_labels = pixels.with_labels
+    return source
+
+
+def _pixel_source(config, name: str, split: str) -> Source:
+    cfg = config.data
+    if name not in SOURCES:
+        field = "data.pixel_source" if cfg.name == "latents" else "data.name"
+        allowed = sorted(SOURCES) + ([] if cfg.name == "latents" else ["latents"])
+        raise UserError(f"{field}={name!r} is unknown; use one of {allowed}")
+    source = SOURCES[name](cfg, split)
     if source.image_shape[0] != cfg.image_size:
         raise UserError(
             f"data.image_size={cfg.image_size} but {cfg.name} images are {source.image_shape[0]} "

@@ -132,12 +132,20 @@ class GlobalBatchIterator:
         """
         rows = process_rows(self._sharding, (*self._layout,), devices)
         indices = indices[:, :, rows]
-        examples = self._source.examples(indices.ravel())
+        if flips is not None:
+            flips = flips[:, :, rows]
+        if getattr(self._source, "stores_flips", False):  # latents of mirrored images
+            examples = self._source.examples(
+                indices.ravel(), None if flips is None else flips.ravel()
+            )
+            flips = None
+        else:
+            examples = self._source.examples(indices.ravel())
         share = {}
         for key, x in examples.items():
             x = x.reshape(indices.shape + x.shape[1:])
             if flips is not None and x.ndim == indices.ndim + 3:
-                x = np.where(flips[:, :, rows][..., None, None, None], x[..., ::-1, :], x)
+                x = np.where(flips[..., None, None, None], x[..., ::-1, :], x)
             share[key] = x
         return share
 

@@ -139,13 +139,19 @@ def make_sampler(
     return sample
 
 
-def generate(sample, params, num_samples: int, batch_size: int, seed: int) -> np.ndarray:
+def generate(
+    sample, params, num_samples: int, batch_size: int, seed: int, decode=None
+) -> np.ndarray:
     """Samples 0..num_samples-1 of `seed` in global batches of `batch_size`: uint8 [n, H, W, C].
 
-    The last batch is padded with further sample numbers and cut, so every call compiles one shape.
+    decode: model space -> pixels in [-1, 1] on the mesh (latent diffusion's decoder), applied
+    to each batch where it lies. The last batch is padded with further sample numbers and cut,
+    so every call compiles one shape.
     """
     out = []
     for start in range(0, num_samples, batch_size):
         x = sample(params, seed, np.arange(start, start + batch_size))
+        if decode is not None:
+            x = decode(x)
         out.append(images.to_uint8(sharding.to_host(x)))
     return np.concatenate(out)[:num_samples]

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-SCHEDULES = ("linear", "cosine")
+SCHEDULES = ("linear", "scaled_linear", "cosine")
 LOSS_WEIGHTINGS = ("none", "p2", "min_snr")
 
 _COSINE_OFFSET = 0.008  # s in Nichol & Dhariwal (2021), eq. 17.
@@ -27,12 +27,17 @@ def beta_schedule(
 
     linear: evenly spaced from beta_start to beta_end, both scaled by 1000 / T as in ADM, so
       that the process is the DDPM one at T = 1000 and keeps its end points for other T.
+    scaled_linear: sqrt(beta) evenly spaced from sqrt(beta_start) to sqrt(beta_end) (LDM's and
+      Stable Diffusion's "linear", with their 0.00085 or 0.0015 .. 0.012 or 0.0195; no 1000 / T
+      scaling).
     cosine: abar(t) = f(t) / f(0), f(t) = cos(((t / T) + s) / (1 + s) * pi / 2)^2, with
       beta_t = min(1 - abar(t + 1) / abar(t), 0.999).
     """
     if name == "linear":
         scale = 1000.0 / num_timesteps
         return np.linspace(beta_start * scale, beta_end * scale, num_timesteps, dtype=np.float64)
+    if name == "scaled_linear":
+        return np.linspace(beta_start**0.5, beta_end**0.5, num_timesteps, dtype=np.float64) ** 2
     if name == "cosine":
         steps = np.arange(num_timesteps + 1, dtype=np.float64) / num_timesteps
         f = np.cos((steps + _COSINE_OFFSET) / (1 + _COSINE_OFFSET) * np.pi / 2) ** 2

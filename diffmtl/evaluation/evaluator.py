@@ -53,10 +53,12 @@ def experiment_sampler(config, exp, model_fn: guidance.ModelFn | None = None):
     )
 
 
-def generate_samples(sampler, params, num_samples: int, sampling_config) -> np.ndarray:
-    """Samples 0..n-1 of sampling.seed, in batches of sampling.batch_size: uint8 [n, H, W, C]."""
+def generate_samples(sampler, params, num_samples: int, sampling_config, codec=None) -> np.ndarray:
+    """Samples 0..n-1 of sampling.seed, in batches of sampling.batch_size: uint8 [n, H, W, C]
+    pixels (latents decoded batch-wise by `codec`, the experiment's, when it has one)."""
     cfg = sampling_config
-    return samplers.generate(sampler, params, num_samples, cfg.batch_size, cfg.seed)
+    decode = None if codec is None else codec.decode
+    return samplers.generate(sampler, params, num_samples, cfg.batch_size, cfg.seed, decode)
 
 
 def read_headline(workdir: str) -> str:
@@ -96,6 +98,7 @@ class Evaluator:
     def __init__(self, config, exp, workdir: str):
         cfg = config.eval
         self.config, self.workdir, self.boundaries = config, workdir, exp.boundaries
+        self.codec = exp.codec
         self.net = features_lib.make_feature_network(cfg)
         self.extract = features_lib.make_extractor(self.net, exp.mesh, cfg.batch_size)
         held_out = data_from_config.make_source(config, cfg.reference_split)
@@ -116,7 +119,7 @@ class Evaluator:
 
     def samples(self, params, num_samples: int) -> np.ndarray:
         """Samples 0..n-1 of sampling.seed from `params`: uint8 [n, H, W, C]."""
-        return generate_samples(self.sample, params, num_samples, self.config.sampling)
+        return generate_samples(self.sample, params, num_samples, self.config.sampling, self.codec)
 
     def quality(self, samples: np.ndarray) -> dict[str, float]:
         """fid, inception_score(_std), precision, recall of uint8 samples [n, H, W, C]."""

@@ -22,7 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffmtl import sharding
+from diffmtl import autoencoder, sharding
+from diffmtl.autoencoder import codec as codec_lib
 from diffmtl.errors import UserError
 from diffmtl.training import experiment
 
@@ -46,6 +47,8 @@ class DryRunReport(NamedTuple):
     weighted_step: StepCost | None  # one gradient of the weighted loss, if the method uses it
     task_grads_step: StepCost | None  # per-cluster gradients, if the method uses them
     task_grads_bytes: int  # k x parameter gradients in mtl.grad_dtype (0 if unused)
+    decode: StepCost | None = None  # latents: decoding one sampling batch (evaluation only)
+    decode_batch: int = 0  # its global batch (sampling.batch_size)
 
     @property
     def peak_bytes(self) -> int:
@@ -63,6 +66,10 @@ class DryRunReport(NamedTuple):
         if self.task_grads_step:
             out.append(_step_line("per-cluster-gradient step", self.task_grads_step))
             out.append(f"per-cluster gradients [k, ...]: {self.task_grads_bytes / GIB:.3f} GiB")
+        if self.decode:
+            out.append(
+                _step_line(f"decode of {self.decode_batch} samples (evaluation)", self.decode)
+            )
         return out
 
 
@@ -77,6 +84,26 @@ def _flops(compiled) -> float:
     analysis = compiled.cost_analysis()
     analysis = analysis[0] if isinstance(analysis, list | tuple) else analysis
     return float(analysis.get("flops", 0.0))
+
+
+def _decode_cost(config, mesh) -> StepCost:
+    """Decoding one sampling batch of latents to pixels, as evaluation does (per device)."""
+    replicated, batch = sharding.replicated(mesh), sharding.batch_sharding(mesh, 0)
+    params = jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
+        autoencoder.params_template(config),
+    )
+    codec = codec_lib.Codec(
+        autoencoder.make_autoencoder(config),
+        params,
+        config.data.image_size,
+        autoencoder.input_size(config),
+        config.autoencoder.scale_factor,
+        mesh,
+    )
+    shape = (config.sampling.batch_size, *autoencoder.latent_shape(config))
+    z = jax.ShapeDtypeStruct(shape, jnp.float32, sharding=batch)
+    return _compiled_cost(codec.decode_fn, params, z)
 
 
 def _compiled_cost(step, state, batch, flops_step=None) -> StepCost:
@@ -115,6 +142,8 @@ def abstract_inputs(config, exp: experiment.Experiment) -> tuple:
     m, k, n = exp.layout
     shard = sharding.batch_sharding(exp.mesh, 2)
     batch = {"x0": jax.ShapeDtypeStruct((m, k, n, *exp.example_shape), jnp.float32, sharding=shard)}
+    if config.data.name == "latents" and config.autoencoder.sample_posterior:
+        batch["x0_std"] = batch["x0"]
     if config.data.num_classes:
         batch["label"] = jax.ShapeDtypeStruct((m, k, n), jnp.int32, sharding=shard)
     return state, batch
@@ -143,6 +172,8 @@ def dry_run(config, devices=None) -> DryRunReport:
         weighted_step=cost.get(False),
         task_grads_step=cost.get(True),
         task_grads_bytes=k * num_params * grad_bytes if True in used else 0,
+        decode=_decode_cost(config, exp.mesh) if config.data.name == "latents" else None,
+        decode_batch=config.sampling.batch_size,
     )
 
 

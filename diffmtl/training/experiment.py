@@ -20,6 +20,8 @@ from flax import linen as nn
 from jax.sharding import Mesh
 
 from diffmtl import config_validation, models, mtl, sharding
+from diffmtl.autoencoder import codec as codec_lib
+from diffmtl.autoencoder.codec import Codec
 from diffmtl.clustering import from_config as clustering_from_config
 from diffmtl.data import from_config as data_from_config
 from diffmtl.data.sources import Source
@@ -53,6 +55,7 @@ class Experiment(NamedTuple):
     boundaries: np.ndarray  # [k, 2] int32 cluster intervals.
     train_step: dict[bool, Callable]  # with_task_grads -> jitted step(state, batch).
     task_gradient_cosine: Callable  # jitted (state, batch) -> [k, k] cosines.
+    codec: Codec | None = None  # Latent diffusion's autoencoder (None in pixel space or dry runs).
 
 
 def build_experiment(
@@ -67,7 +70,7 @@ def build_experiment(
     config_validation.validate(config, len(devices), check_files=with_data)
     source = data_from_config.make_source(config) if with_data else None
     example_shape = config_validation.example_shape(config)
-    image_shape = example_shape  # Pixel space: the model sees the pixels.
+    image_shape = (config.data.image_size, config.data.image_size, config.data.channels)
     boundaries = clustering_from_config.cluster_boundaries(config)
     log_snr = schedule.log_snr(schedule.schedule_alphas_cumprod(config))
     logging.info(
@@ -111,6 +114,7 @@ def build_experiment(
         boundaries,
         train_step,
         cosine,
+        codec_lib.make_codec(config, mesh) if with_data and config.data.name == "latents" else None,
     )
 
 

@@ -32,6 +32,14 @@ from diffmtl.training.train_state import TrainState, ema_decay
 
 PerExampleLoss = Callable[..., jax.Array]
 LABEL_DROPOUT = 0x1ABE1  # fold_in data deriving an example's label-dropout key from its key
+POSTERIOR = 0x2057  # fold_in data deriving an example's posterior-sample key from its key
+
+
+def sample_posterior(mean: jax.Array, std: jax.Array, keys: jax.Array) -> jax.Array:
+    """Latent diffusion's x0 = mean + std * eps, mean and std [n, h, w, z], eps from each
+    example's own key [n, 2] folded with POSTERIOR (independent of its noise and dropout)."""
+    eps = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, POSTERIOR), mean.shape[1:]))
+    return mean + std * eps(keys)
 
 
 def drop_labels(labels: jax.Array, keys: jax.Array, rate: float, null_label: int) -> jax.Array:
@@ -55,7 +63,8 @@ def make_per_example_loss(
 
     Inputs are laid out [k', N, ...] with N split over the mesh's batch axes: examples
     {'x0': [k', N, H, W, C]} (and 'label' [k', N] int for a class-conditional model, dropped
-    to null_label at rate class_dropout), noise like x0, t [k', N] int, dropout_keys [k', N, 2].
+    to null_label at rate class_dropout; 'x0_std' like x0 for latents whose posterior is
+    sampled: x0 + x0_std * eps), noise like x0, t [k', N] int, dropout_keys [k', N, 2].
 
     per_example_dropout: apply the model to one example at a time (vmapped) with its own dropout
     key, so that dropout does not depend on the device count; a model without dropout is applied
@@ -64,10 +73,19 @@ def make_per_example_loss(
 
     def local(params, examples, t, noise, dropout_keys):
         lead = t.shape
-        x0, labels, t, noise, dropout_keys = (
+        x0, std, labels, t, noise, dropout_keys = (
             None if a is None else a.reshape((-1, *a.shape[2:]))
-            for a in (examples["x0"], examples.get("label"), t, noise, dropout_keys)
+            for a in (
+                examples["x0"],
+                examples.get("x0_std"),
+                examples.get("label"),
+                t,
+                noise,
+                dropout_keys,
+            )
         )
+        if std is not None:
+            x0 = sample_posterior(x0, std, dropout_keys)
         x_t = schedule.q_sample(diffusion, x0, t, noise)
         if labels is not None and class_dropout > 0:
             labels = drop_labels(labels, dropout_keys, class_dropout, null_label)

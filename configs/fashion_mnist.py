@@ -6,6 +6,8 @@
 
 import ml_collections
 
+from diffmtl import mtl
+
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -68,14 +70,21 @@ def get_config() -> ml_collections.ConfigDict:
     # (first, last): train only on timesteps first..last, split uniformly into k clusters (a
     # specialist of the negative transfer gap, --mode=ntg); (): all of 0..T-1.
     config.clustering.timestep_range = ()
+    # Multiply cluster i's loss by k |I_i| / T, so that equal weights over clusters of unequal
+    # widths give vanilla's objective in expectation (tasks.width_factors). Changes equal
+    # weighting and PCGrad; Nash-MTL's update and UW at equilibrium are invariant to it.
+    config.clustering.width_weighting = False
 
-    config.mtl = ml_collections.ConfigDict()
-    # MTL method over the clusters: 'equal', 'uw', 'pcgrad' or 'nash_mtl'.
+    # MTL method over the clusters (README: MTL methods): 'equal', 'uw', 'famo', 'dwa', 'rlw'
+    # (loss-based), 'pcgrad', 'nash_mtl', 'mgda', 'cagrad', 'imtl_g', 'aligned_mtl', 'upgrad',
+    # 'dualproj', 'config' (Gram-based). Each method's options are its own section with its
+    # defaults, documented in diffmtl/mtl/<method>.py: mtl.uw.learning_rate (0.025),
+    # mtl.pcgrad.seed, mtl.nash_mtl.update_every (25) and .max_norm (1.0), mtl.cagrad.c (0.4),
+    # mtl.famo.learning_rate / .gamma, mtl.dwa.temperature / .window, mtl.rlw.seed.
+    # (Renamed from the flat mtl.uw_learning_rate, mtl.pcgrad_seed, mtl.nash_update_every and
+    # mtl.nash_max_norm of earlier versions.)
+    config.mtl = mtl.default_config()
     config.mtl.method = "equal"
-    config.mtl.uw_learning_rate = 0.025  # UW: Adam learning rate of the log-variances s_i.
-    config.mtl.pcgrad_seed = 0  # PCGrad: seed of the random projection orders.
-    config.mtl.nash_update_every = 25  # Nash-MTL: recompute alpha every this many steps.
-    config.mtl.nash_max_norm = 1.0  # Nash-MTL: clip of the combined update's global norm.
     # dtype of the per-cluster gradients [k, ...] handed to the method ('float32' or 'bfloat16':
     # half their k x parameter memory; the methods accumulate in float32).
     config.mtl.grad_dtype = "float32"

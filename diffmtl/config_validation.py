@@ -38,6 +38,7 @@ def _check_diffusion(cfg) -> None:
 def _check_clustering(config) -> None:
     cfg, num_timesteps = config.clustering, config.diffusion.num_timesteps
     _one_of(cfg.method, from_config.METHODS, "clustering.method")
+    _one_of(cfg.width_weighting, (False, True), "clustering.width_weighting")
     require(
         1 <= cfg.k <= num_timesteps,
         f"clustering.k={cfg.k} must be between 1 and diffusion.num_timesteps={num_timesteps}",
@@ -60,10 +61,8 @@ def _check_clustering(config) -> None:
         )
     _one_of(config.mtl.method, sorted(mtl.METHODS), "mtl.method")
     _one_of(config.mtl.grad_dtype, ("float32", "bfloat16"), "mtl.grad_dtype")
-    require(
-        config.mtl.nash_update_every >= 1,
-        f"mtl.nash_update_every={config.mtl.nash_update_every} must be >= 1",
-    )
+    for field, problem in mtl.check_config(config.mtl):
+        require(False, f"{field}={problem}")
 
 
 def example_shape(config) -> tuple[int, int, int]:

@@ -49,3 +49,14 @@ def task_losses(per_example_loss: jax.Array) -> jax.Array:
     """
     axes = tuple(i for i in range(per_example_loss.ndim) if i != per_example_loss.ndim - 2)
     return jnp.mean(per_example_loss, axis=axes)
+
+
+def width_factors(boundaries: jax.Array, num_timesteps: int) -> jax.Array:
+    """clustering.width_weighting's factors k |I_i| / T: [k, 2] inclusive intervals -> [k].
+
+    B/k examples per cluster with t uniform inside it weight timestep t by (T / k) / |I_i|
+    relative to vanilla's uniform t; multiplying cluster i's loss by k |I_i| / T undoes that, so
+    the equal-weights stratified objective is vanilla's in expectation (1 for uniform clusters).
+    """
+    widths = (boundaries[:, 1] - boundaries[:, 0] + 1).astype(jnp.float32)
+    return widths * boundaries.shape[0] / num_timesteps

@@ -21,7 +21,7 @@ def test_nash_mtl_on_four_devices_equals_one_device(devices):
     solver state carried across steps, so it runs here in the real step on both."""
     method = "nash_mtl"
     config = config_for(method=method)
-    config.mtl.nash_update_every = 2
+    config.mtl.nash_mtl.update_every = 2
     four = run_steps(config, devices)
     one = run_steps(config, devices[:1])
     assert_same_training(four, one)

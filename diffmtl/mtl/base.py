@@ -7,8 +7,13 @@ apart by shape at trace time against `params`.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
 import jax
 import jax.numpy as jnp
+import optax
 
 
 def has_task_axis(updates, params, num_tasks: int) -> bool:
@@ -61,3 +66,103 @@ def never_needs_task_grads(step: int, mtl_config) -> bool:
     """For methods that only weight the losses: the step takes one gradient of sum_i w_i L_i."""
     del step, mtl_config
     return False
+
+
+def always_needs_task_grads(step: int, mtl_config) -> bool:
+    """For Gram-based methods: per-cluster gradients at every step."""
+    del step, mtl_config
+    return True
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """An MTL method as the training step and the config see it.
+
+    transform(num_tasks, options) -> the optax transform (options: the method's config
+      section config.mtl.<name>, a ConfigDict of `options`' fields; None when it has none);
+    loss_weights(state) -> [k] weights w of the losses (logged; the weighted-loss step takes
+      the gradient of sum_i w_i L_i);
+    task_grads_on(step, options) -> bool (host side: which compiled step to run);
+    metrics(state) -> dict of scalars for TensorBoard;
+    clips_updates: the method clips its output (the chain then adds no clip);
+    options: the defaults of config.mtl.<name>; checks: (field, predicate, allowed) for each;
+    kind: 'gram' (per-cluster gradients, coefficient space) or 'loss' (one backward pass);
+    formula, source: one line each for README's method table.
+    """
+
+    name: str
+    transform: Callable[[int, Any], optax.GradientTransformationExtraArgs]
+    loss_weights: Callable[[Any], jax.Array]
+    task_grads_on: Callable[[int, Any], bool] = never_needs_task_grads
+    metrics: Callable[[Any], dict] = no_metrics
+    clips_updates: bool = False
+    options: dict = dataclasses.field(default_factory=dict)
+    checks: tuple = ()
+    kind: str = "loss"
+    formula: str = ""
+    source: str = ""
+    # (state, log_snr [...]) -> per-example loss weights [...] (continuous UW), or None.
+    example_weights: Callable[[Any, jax.Array], jax.Array] | None = None
+
+    def _options(self, mtl_config):
+        return mtl_config[self.name] if self.options else None
+
+    def make(self, num_tasks: int, mtl_config) -> optax.GradientTransformationExtraArgs:
+        """The transform for config.mtl (its section config.mtl.<name> holds the options)."""
+        return self.transform(num_tasks, self._options(mtl_config))
+
+    def needs_task_grads(self, step: int, mtl_config) -> bool:
+        """Whether step `step` runs the per-cluster-gradient step (host side)."""
+        return self.task_grads_on(step, self._options(mtl_config))
+
+
+class GramState(NamedTuple):
+    """State of a Gram-based method: the last weights (what the weighted-loss step uses between
+    updates), a PRNG key, and the method's own state."""
+
+    weights: jax.Array  # [k]
+    key: jax.Array  # [2] uint32
+    extra: Any
+
+
+# weights_fn(gram [k, k], task_losses [k], key, extra) -> (weights [k], extra).
+WeightsFn = Callable[[jax.Array, jax.Array, jax.Array, Any], tuple[jax.Array, Any]]
+
+
+def gram_weighting(
+    num_tasks: int,
+    weights_fn: WeightsFn,
+    extra: Any = (),
+    seed: int = 0,
+    postprocess: Callable | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    """The shared path of Gram-based methods: G[i, j] = <g_i, g_j> from the per-cluster
+    gradients [k, ...], weights w = weights_fn(G, ...), update sum_i w_i g_i (the parameters are
+    read twice: once for G, once for the sum). Given a param-shaped gradient instead (the step
+    took the gradient of sum_i w_i L_i with w = the last weights), it passes it through.
+    postprocess(updates) runs on either (Nash-MTL's clip).
+    """
+
+    def init(params):
+        del params
+        weights = jnp.full((num_tasks,), 1.0 / num_tasks, jnp.float32)
+        return GramState(weights, jax.random.PRNGKey(seed), extra)
+
+    def update(updates, state, params=None, *, task_losses=None, **unused):
+        del unused
+        if has_task_axis(updates, params, num_tasks):
+            key, use = jax.random.split(state.key)
+            losses = jnp.zeros((num_tasks,)) if task_losses is None else task_losses
+            weights, new_extra = weights_fn(gram_matrix(updates), losses, use, state.extra)
+            state = GramState(weights.astype(jnp.float32), key, new_extra)
+            updates = weighted_sum(updates, state.weights)
+        if postprocess is not None:
+            updates = postprocess(updates)
+        return updates, state
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+def gram_state_weights(state: GramState) -> jax.Array:
+    """loss_weights of a Gram-based method: the weights of its last update."""
+    return state.weights

@@ -31,16 +31,15 @@ def equal_weighting(num_tasks: int) -> optax.GradientTransformationExtraArgs:
     return optax.GradientTransformationExtraArgs(init, update)
 
 
-def make(num_tasks: int, mtl_config) -> optax.GradientTransformationExtraArgs:
-    del mtl_config
-    return equal_weighting(num_tasks)
-
-
 def loss_weights(state: EqualWeightingState) -> jax.Array:
     """[k] weights of the per-cluster losses in the objective."""
     return state.weights
 
 
-# Only the loss weights, which the step logs for every method; one gradient of the weighted loss.
-metrics = base.no_metrics
-needs_task_grads = base.never_needs_task_grads
+METHOD = base.Method(
+    name="equal",
+    transform=lambda num_tasks, options: equal_weighting(num_tasks),
+    loss_weights=loss_weights,
+    formula="(1/k) sum_i L_i",
+    source="vanilla (k = 1) and the stratified baseline",
+)

@@ -1,18 +1,25 @@
 """Nash-MTL (Navon et al. 2022) over timestep clusters, solved inside jit.
 
-With G the Gram matrix of the task gradients and M = G / ||G||_F, the weights alpha > 0 solve
-M alpha = 1 / alpha: the stationarity condition of phi(a) = 0.5 a'Ma - sum_i log a_i, which is
-strictly convex in a (not in log a). We minimise phi by Newton's method in a, damped by a
-fraction-to-the-boundary rule (a stays positive) and Armijo backtracking, warm-started from the
-previous alpha. No cvxpy, no host round trip. When a non-negative combination of the g_i
-vanishes (e.g. two exactly opposed gradients) phi has no minimiser and a diverges: the solve is
-declared failed if it does not reach ||Ma - 1/a|| <= tol ||1/a|| with a <= max_alpha, and the
-previous alpha is kept and the failure counted.
+With G the Gram matrix of the task gradients, the weights alpha > 0 solve G alpha = 1 / alpha
+(the Nash bargaining solution). As the reference implementation (Navon et al.'s code, used by the
+ANT release and torchjd) we solve it on M = G / nf, nf = ||G||_F, for stability: beta with
+M beta = 1 / beta, then alpha = beta / sqrt(nf) solves the unnormalised system (G alpha =
+sqrt(nf) M beta = sqrt(nf) / beta = 1 / alpha). (Before this fix diffmtl returned beta itself,
+sqrt(nf) times too large: the update's norm was sqrt(nf / k) instead of 1 / sqrt(k).) M beta =
+1 / beta is the stationarity condition of phi(b) = 0.5 b'Mb - sum_i log b_i, strictly convex in
+b: we minimise phi by Newton's method, damped by a fraction-to-the-boundary rule (b stays
+positive) and Armijo backtracking, warm-started from the previous alpha's direction at its
+optimal scale. No cvxpy, no host round
+trip. When a non-negative combination of the g_i vanishes (e.g. two exactly opposed gradients)
+phi has no minimiser and b diverges: the solve is declared failed if it does not reach
+||Mb - 1/b|| <= tol ||1/b|| with b <= max_alpha, and the previous alpha is kept and the
+failure counted.
 
 alpha is recomputed on update steps (every `update_every` steps, given [k, ...] gradients) and
 kept between them, when the step passes the gradient of sum_i (alpha_i / k) L_i. Either way the
-update, sum_i alpha_i g_i / k, is clipped to global norm `max_norm` (the optimizer chain does
-not clip again).
+update, sum_i alpha_i g_i / k (norm 1 / sqrt(k) right after a solve), is clipped to global norm
+`max_norm` (the optimizer chain does not clip again). A per-task loss scale s_i leaves the
+update unchanged: G -> SGS gives alpha -> S^-1 alpha (tests/test_mtl_library.py).
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ CLIPS_UPDATES = True  # The chain must not add its own clip (optimizer.py).
 
 
 class NashMTLState(NamedTuple):
+    """The extra state of Nash-MTL inside base.GramState."""
+
     alpha: jax.Array  # [k] > 0.
     num_failures: jax.Array  # [] int32, solves that kept the previous alpha.
     residual: jax.Array  # [] relative residual of the last solve.
@@ -45,12 +54,13 @@ def solve_alpha(
     tol: float = 1e-3,
     max_alpha: float = 1e6,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """alpha > 0 with M alpha = 1/alpha, M = gram / ||gram||_F.
+    """alpha > 0 with gram alpha = 1/alpha (solved as beta = sqrt(nf) alpha on M = gram / nf).
 
-    Returns (alpha, ok, relative residual ||M alpha - 1/alpha|| / ||1/alpha||).
+    Returns (alpha, ok, relative residual ||M beta - 1/beta|| / ||1/beta||).
     """
     gram = gram.astype(jnp.float32)
-    m = gram / jnp.maximum(jnp.linalg.norm(gram), 1e-30)
+    nf = jnp.maximum(jnp.linalg.norm(gram), 1e-30)
+    m = gram / nf
     k = gram.shape[0]
 
     def newton(_, a):
@@ -71,11 +81,17 @@ def solve_alpha(
         new = a + t * step
         return jnp.where(jnp.all(jnp.isfinite(new)) & jnp.all(new > 0), new, a)
 
-    start = jnp.where(jnp.all(alpha0 > 0) & jnp.all(jnp.isfinite(alpha0)), alpha0, jnp.ones(k))
-    alpha = jax.lax.fori_loop(0, num_iterations, newton, start)
-    residual = jnp.linalg.norm(m @ alpha - 1.0 / alpha) / jnp.linalg.norm(1.0 / alpha)
-    ok = (residual <= tol) & jnp.all(jnp.isfinite(alpha)) & (jnp.max(alpha) <= max_alpha)
-    return alpha, ok, residual
+    # Warm start: the previous alpha's direction at its best scale, s = sqrt(k / a'Ma)
+    # (argmin_s phi(s a)), so neither the first solve nor a change of ||G|| starts far off.
+    usable = jnp.all(alpha0 > 0) & jnp.all(jnp.isfinite(alpha0))
+    direction = jnp.where(usable, alpha0, jnp.ones(k))
+    curvature = direction @ m @ direction
+    scale = jnp.where(curvature > 0, jnp.sqrt(k / jnp.where(curvature > 0, curvature, 1.0)), 1.0)
+    start = direction * scale
+    beta = jax.lax.fori_loop(0, num_iterations, newton, start)
+    residual = jnp.linalg.norm(m @ beta - 1.0 / beta) / jnp.linalg.norm(1.0 / beta)
+    ok = (residual <= tol) & jnp.all(jnp.isfinite(beta)) & (jnp.max(beta) <= max_alpha)
+    return beta / jnp.sqrt(nf), ok, residual
 
 
 def _clip(updates, max_norm: float):
@@ -91,42 +107,45 @@ def nash_mtl(
     num_iterations: int = 30,
     tol: float = 1e-3,
 ) -> optax.GradientTransformationExtraArgs:
-    """Nash-MTL; needs per-cluster gradients on its update steps (`needs_task_grads`)."""
-    del update_every  # Used on the host by needs_task_grads; kept here for the signature.
+    """Nash-MTL; needs per-cluster gradients on its update steps (`needs_task_grads`; the
+    host reads update_every there). Weights alpha / k."""
+    del update_every
 
-    def init(params):
-        del params
-        return NashMTLState(
-            jnp.ones((num_tasks,), jnp.float32), jnp.zeros((), jnp.int32), jnp.zeros(())
-        )
+    def weights_fn(gram, task_losses, key, state):
+        del task_losses, key
+        alpha, ok, residual = solve_alpha(gram, state.alpha, num_iterations, tol)
+        alpha = jnp.where(ok, alpha, state.alpha)
+        failures = state.num_failures + (~ok).astype(jnp.int32)
+        return alpha / num_tasks, NashMTLState(alpha, failures, residual)
 
-    def update(updates, state, params=None, *, task_losses=None, **extra):
-        del task_losses, extra
-        if base.has_task_axis(updates, params, num_tasks):
-            alpha, ok, residual = solve_alpha(
-                base.gram_matrix(updates), state.alpha, num_iterations, tol
-            )
-            alpha = jnp.where(ok, alpha, state.alpha)
-            state = NashMTLState(alpha, state.num_failures + (~ok).astype(jnp.int32), residual)
-            updates = base.weighted_sum(updates, loss_weights(state))
-        return _clip(updates, max_norm), state
-
-    return optax.GradientTransformationExtraArgs(init, update)
+    start = NashMTLState(
+        jnp.ones((num_tasks,), jnp.float32), jnp.zeros((), jnp.int32), jnp.zeros(())
+    )
+    return base.gram_weighting(
+        num_tasks, weights_fn, start, postprocess=lambda u: _clip(u, max_norm)
+    )
 
 
-def make(num_tasks: int, mtl_config) -> optax.GradientTransformationExtraArgs:
-    return nash_mtl(num_tasks, mtl_config.nash_update_every, mtl_config.nash_max_norm)
-
-
-def loss_weights(state: NashMTLState) -> jax.Array:
-    """[k] alpha / k: the weights of the losses between alpha updates."""
-    return state.alpha / state.alpha.shape[0]
-
-
-def metrics(state: NashMTLState) -> dict[str, jax.Array]:
-    return {"nash_failures": state.num_failures, "nash_residual": state.residual}
-
-
-def needs_task_grads(step: int, mtl_config) -> bool:
+def needs_task_grads(step: int, options) -> bool:
     """Per-cluster gradients on steps 0, update_every, 2 update_every, ..."""
-    return step % mtl_config.nash_update_every == 0
+    return step % options.update_every == 0
+
+
+METHOD = base.Method(
+    name="nash_mtl",
+    transform=lambda num_tasks, options: nash_mtl(
+        num_tasks, options.update_every, options.max_norm
+    ),
+    loss_weights=base.gram_state_weights,
+    task_grads_on=needs_task_grads,
+    metrics=lambda state: {
+        "nash_failures": state.extra.num_failures,
+        "nash_residual": state.extra.residual,
+    },
+    clips_updates=True,
+    options={"update_every": 25, "max_norm": 1.0},  # The ANT release: every 25 steps, clip 1.
+    checks=(("update_every", lambda v: v >= 1, ">= 1"), ("max_norm", lambda v: v > 0, "> 0")),
+    kind="gram",
+    formula="G alpha = 1/alpha, alpha > 0; update sum_i alpha_i g_i / k, clipped",
+    source="Navon et al. 2022 (their code's normalisation)",
+)

@@ -12,19 +12,11 @@ weights C.sum(0) / k. The random orders come from a key in the state.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 import optax
 
 from diffmtl.mtl import base
-
-
-class PCGradState(NamedTuple):
-    key: jax.Array  # [2] uint32 raw key for the projection orders.
-    weights: jax.Array  # [k] weights of the last update (1/k before the first).
-    num_projections: jax.Array  # [] int32, conflicting pairs projected in the last update.
 
 
 def projection_weights(gram: jax.Array, orders: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -53,42 +45,26 @@ def projection_weights(gram: jax.Array, orders: jax.Array) -> tuple[jax.Array, j
 
 
 def pcgrad(num_tasks: int, seed: int = 0) -> optax.GradientTransformationExtraArgs:
-    """PCGrad over per-cluster gradients [k, ...]; it always needs them."""
+    """PCGrad over per-cluster gradients [k, ...] (it needs them at every step); the state's
+    extra is the number of projections of the last update."""
 
-    def init(params):
-        del params
-        return PCGradState(
-            jax.random.PRNGKey(seed),
-            jnp.full((num_tasks,), 1.0 / num_tasks, jnp.float32),
-            jnp.zeros((), jnp.int32),
-        )
-
-    def update(updates, state, params=None, *, task_losses=None, **extra):
+    def weights_fn(gram, task_losses, key, extra):
         del task_losses, extra
-        if not base.has_task_axis(updates, params, num_tasks):
-            raise ValueError("PCGrad needs per-cluster gradients [k, ...] at every step")
-        key, order_key = jax.random.split(state.key)
-        keys = jax.random.split(order_key, num_tasks)
+        keys = jax.random.split(key, num_tasks)
         orders = jax.vmap(lambda kk: jax.random.permutation(kk, num_tasks))(keys)
-        weights, count = projection_weights(base.gram_matrix(updates), orders)
-        return base.weighted_sum(updates, weights), PCGradState(key, weights, count)
+        return projection_weights(gram, orders)
 
-    return optax.GradientTransformationExtraArgs(init, update)
-
-
-def make(num_tasks: int, mtl_config) -> optax.GradientTransformationExtraArgs:
-    return pcgrad(num_tasks, mtl_config.pcgrad_seed)
+    return base.gram_weighting(num_tasks, weights_fn, jnp.zeros((), jnp.int32), seed)
 
 
-def loss_weights(state: PCGradState) -> jax.Array:
-    """[k] weights of the last update, in terms of the original task gradients."""
-    return state.weights
-
-
-def metrics(state: PCGradState) -> dict[str, jax.Array]:
-    return {"pcgrad_projections": state.num_projections}
-
-
-def needs_task_grads(step: int, mtl_config) -> bool:
-    del step, mtl_config
-    return True
+METHOD = base.Method(
+    name="pcgrad",
+    transform=lambda num_tasks, options: pcgrad(num_tasks, options.seed),
+    loss_weights=base.gram_state_weights,
+    task_grads_on=base.always_needs_task_grads,
+    metrics=lambda state: {"pcgrad_projections": state.extra},
+    options={"seed": 0},  # Seeds the random projection orders.
+    kind="gram",
+    formula="g_i -= <g_i, g_j>/|g_j|^2 g_j on conflict, random order; mean",
+    source="Yu et al. 2020",
+)

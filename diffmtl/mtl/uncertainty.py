@@ -60,10 +60,12 @@ def uncertainty_weighting(
     return optax.GradientTransformationExtraArgs(init, update)
 
 
-def make(num_tasks: int, mtl_config) -> optax.GradientTransformationExtraArgs:
-    return uncertainty_weighting(num_tasks, mtl_config.uw_learning_rate)
-
-
-# Only the loss weights, which the step logs for every method; one gradient of the weighted loss.
-metrics = base.no_metrics
-needs_task_grads = base.never_needs_task_grads
+METHOD = base.Method(
+    name="uw",
+    transform=lambda num_tasks, options: uncertainty_weighting(num_tasks, options.learning_rate),
+    loss_weights=loss_weights,
+    options={"learning_rate": 0.025},  # Adam rate of the log-variances (the ANT authors').
+    checks=(("learning_rate", lambda v: v > 0, "> 0"),),
+    formula="sum_i 0.5 (exp(-s_i) L_i / k + s_i), s learned",
+    source="Kendall et al. 2018; ANT's UW",
+)

@@ -51,7 +51,7 @@ class Experiment(NamedTuple):
     model: nn.Module
     diffusion: schedule.Diffusion
     tx: optax.GradientTransformationExtraArgs
-    method: object  # The MTL method's module (diffmtl.mtl.METHODS).
+    method: mtl.Method  # The MTL method's record (diffmtl.mtl.METHODS).
     boundaries: np.ndarray  # [k, 2] int32 cluster intervals.
     train_step: dict[bool, Callable]  # with_task_grads -> jitted step(state, batch).
     task_gradient_cosine: Callable  # jitted (state, batch) -> [k, k] cosines.

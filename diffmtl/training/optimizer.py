@@ -20,7 +20,7 @@ def make_optimizer(config, num_tasks: int) -> optax.GradientTransformationExtraA
     cfg = config.train
     method = mtl.method(config.mtl.method)
     links = [method.make(num_tasks, config.mtl)]
-    if cfg.grad_clip_norm > 0 and not getattr(method, "CLIPS_UPDATES", False):
+    if cfg.grad_clip_norm > 0 and not method.clips_updates:
         links.append(optax.clip_by_global_norm(cfg.grad_clip_norm))
     links.append(
         optax.adamw(

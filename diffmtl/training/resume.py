@@ -46,6 +46,7 @@ LOCKED = (
     "clustering.method",
     "clustering.k",
     "clustering.timestep_range",
+    "clustering.width_weighting",
     "mtl",
     "model",
     "train.batch_size",

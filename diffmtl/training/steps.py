@@ -16,7 +16,6 @@ not depend on the number of devices nor on the number of micro-batches.
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import ModuleType
 
 import jax
 import jax.numpy as jnp
@@ -138,23 +137,32 @@ def _loop(body, carry, xs, loop: str):
     return carry, jax.tree.map(lambda *o: jnp.stack(o), *outs)
 
 
-def weighted_gradients(loss_fn: PerExampleLoss, params, batch, weights: jax.Array, loop: str):
+def weighted_gradients(
+    loss_fn: PerExampleLoss, params, batch, weights: jax.Array, loop: str, example_weights=None
+):
     """Gradient of sum_i w_i L_i over batch = (examples, t, noise, keys) [M, k, N, ...], weights
-    [k]. Accumulated over the M micro-batches. Returns (param-shaped grads, task_losses [k]).
+    [k]; with example_weights [M, k, N], L_i is the mean of the weighted per-example losses.
+    Accumulated over the M micro-batches. Returns (param-shaped grads, task_losses [k] of the
+    unweighted losses, per-example losses [M, k, N]).
     """
+    ones = jnp.ones(batch[1].shape, jnp.float32)  # batch[1] = t [M, k, N]
+    scales = ones if example_weights is None else example_weights
 
-    def add_microbatch(grad_sum, microbatch):  # microbatch: [k, N, ...]
+    def add_microbatch(grad_sum, inputs):  # microbatch: [k, N, ...]
+        microbatch, scale = inputs
+
         def weighted_loss(p):
-            task_losses = tasks.task_losses(loss_fn(p, *microbatch))
-            return jnp.dot(weights, task_losses), task_losses
+            per_example = loss_fn(p, *microbatch)
+            return jnp.dot(weights, tasks.task_losses(scale * per_example)), per_example
 
-        (_, task_losses), grads = jax.value_and_grad(weighted_loss, has_aux=True)(params)
-        return jax.tree.map(jnp.add, grad_sum, grads), task_losses
+        (_, per_example), grads = jax.value_and_grad(weighted_loss, has_aux=True)(params)
+        return jax.tree.map(jnp.add, grad_sum, grads), per_example
 
     zeros = jax.tree.map(jnp.zeros_like, params)
-    grad_sum, task_losses = _loop(add_microbatch, zeros, batch, loop)  # [M, k]
+    grad_sum, per_example = _loop(add_microbatch, zeros, (batch, scales), loop)  # [M, k, N]
     num_microbatches = jax.tree.leaves(batch)[0].shape[0]
-    return jax.tree.map(lambda g: g / num_microbatches, grad_sum), jnp.mean(task_losses, axis=0)
+    grads = jax.tree.map(lambda g: g / num_microbatches, grad_sum)
+    return grads, tasks.task_losses(per_example), per_example
 
 
 def task_gradients(loss_fn: PerExampleLoss, params, batch, loop: str, grad_dtype=jnp.float32):
@@ -225,7 +233,7 @@ def make_train_step(
     model: nn.Module,
     diffusion: schedule.Diffusion,
     tx: optax.GradientTransformationExtraArgs,
-    method: ModuleType,
+    method: mtl_base.Method,
     mesh: Mesh,
     with_task_grads: bool,
     task_gradients: Callable = task_gradients,
@@ -251,19 +259,46 @@ def make_train_step(
     max_decay = config.train.ema_decay
     loop = config.train.microbatch_loop
     grad_dtype = jnp.dtype(config.mtl.grad_dtype)
+    abar = diffusion.alphas_cumprod
+    log_snr = jnp.log(abar) - jnp.log1p(-abar)  # [T]
+    width = None
+    if config.clustering.width_weighting:
+        num_timesteps = config.diffusion.num_timesteps
+
+        def width(state):
+            return tasks.width_factors(state.boundaries, num_timesteps)
 
     def step(state: TrainState, batch: dict[str, jax.Array]):
         t, noise, keys = draw_noise_and_timesteps(state, batch["x0"].shape, mesh)
         weights = method.loss_weights(mtl_state(state.opt_state))
 
         inputs = (batch, t, noise, keys)
+        # clustering.width_weighting: L_i -> f_i L_i, so g_i -> f_i g_i (1 when off).
+        factors = jnp.ones_like(weights) if width is None else width(state)
         if with_task_grads:
             grads, task_losses = task_gradients(loss_fn, state.params, inputs, loop, grad_dtype)
+            if width is not None:
+                grads = jax.tree.map(
+                    lambda g: (g * factors.reshape(-1, *[1] * (g.ndim - 1))).astype(g.dtype),
+                    grads,
+                )
+            per_example = None
         else:
-            grads, task_losses = weighted_gradients(loss_fn, state.params, inputs, weights, loop)
+            example_weights = None
+            if method.example_weights is not None:
+                example_weights = method.example_weights(mtl_state(state.opt_state), log_snr[t])
+            grads, task_losses, per_example = weighted_gradients(
+                loss_fn, state.params, inputs, weights * factors, loop, example_weights
+            )
+        task_losses = task_losses * factors
 
         updates, opt_state = tx.update(
-            grads, state.opt_state, state.params, task_losses=task_losses
+            grads,
+            state.opt_state,
+            state.params,
+            task_losses=task_losses,
+            example_losses=per_example,
+            example_log_snr=log_snr[t],
         )
         params = optax.apply_updates(state.params, updates)
         decay = ema_decay(state.step, max_decay)

@@ -1,0 +1,48 @@
+"""Aligned-MTL (Senushkin et al. 2023): align the task gradients' principal components.
+
+As their code (ProcrustesSolver, scale_mode 'min'): eigendecompose G = V diag(lambda) V', keep
+the eigenvalues above max(lambda) k eps (the rank r), B = sqrt(lambda_r) V_r diag(lambda_r^-1/2)
+V_r' (lambda_r the smallest kept), and the aligned gradients J'B have equal, orthogonal
+principal components of norm sqrt(lambda_r). Their update is the sum of the aligned gradients,
+weights B 1; we divide by k (every method here has the scale of the mean gradient on equal
+orthogonal gradients, because diffmtl averages the cluster losses).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import optax
+
+from diffmtl.mtl import base
+
+
+def aligned_mtl_weights(gram) -> jnp.ndarray:
+    gram = gram.astype(jnp.float32)
+    k = gram.shape[0]
+    lam, vectors = jnp.linalg.eigh(gram)  # ascending
+    tol = jnp.max(lam) * k * jnp.finfo(jnp.float32).eps
+    kept = lam > tol
+    smallest = jnp.min(jnp.where(kept, lam, jnp.inf))
+    scale = jnp.where(kept, jnp.sqrt(smallest / jnp.where(kept, lam, 1.0)), 0.0)
+    b = (vectors * scale[None, :]) @ vectors.T
+    weights = b.sum(axis=1) / k
+    return jnp.where(jnp.any(kept), weights, jnp.zeros((k,)))
+
+
+def aligned_mtl(num_tasks: int) -> optax.GradientTransformationExtraArgs:
+    def weights_fn(gram, task_losses, key, extra):
+        del task_losses, key
+        return aligned_mtl_weights(gram), extra
+
+    return base.gram_weighting(num_tasks, weights_fn)
+
+
+METHOD = base.Method(
+    name="aligned_mtl",
+    transform=lambda num_tasks, options: aligned_mtl(num_tasks),
+    loss_weights=base.gram_state_weights,
+    task_grads_on=base.always_needs_task_grads,
+    kind="gram",
+    formula="w = sqrt(lambda_min) V Lambda^-1/2 V' 1 / k (G = V Lambda V')",
+    source="Senushkin et al. 2023",
+)

@@ -1,0 +1,50 @@
+"""Random Loss Weighting (Lin et al. 2022, "Reasonable Effectiveness of Random Weighting").
+
+Every step draws w = softmax(eps), eps ~ N(0, I_k) (their default distribution), from a key in
+the state, so a resumed run draws the same weights. The weights sum to 1: the mean's scale.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from diffmtl.mtl import base
+
+
+class RLWState(NamedTuple):
+    key: jax.Array
+    weights: jax.Array  # [k] the weights of the next step
+
+
+def _draw(key, num_tasks: int) -> jax.Array:
+    return jax.nn.softmax(jax.random.normal(key, (num_tasks,), jnp.float32))
+
+
+def rlw(num_tasks: int, seed: int = 0):
+    def init(params):
+        del params
+        key, use = jax.random.split(jax.random.PRNGKey(seed))
+        return RLWState(key, _draw(use, num_tasks))
+
+    def update(updates, state, params=None, *, task_losses=None, **extra):
+        del task_losses, extra
+        if base.has_task_axis(updates, params, num_tasks):
+            updates = base.weighted_sum(updates, state.weights)
+        key, use = jax.random.split(state.key)
+        return updates, RLWState(key, _draw(use, num_tasks))
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+METHOD = base.Method(
+    name="rlw",
+    transform=lambda num_tasks, options: rlw(num_tasks, options.seed),
+    loss_weights=lambda state: state.weights,
+    options={"seed": 0},
+    formula="w = softmax(eps), eps ~ N(0, I), drawn every step",
+    source="Lin et al. 2022",
+)

@@ -1,0 +1,42 @@
+"""UPGrad (Quinton & Rey 2024, torchjd): the mean of each gradient projected onto the dual cone.
+
+Each g_i is projected onto {v : <v, g_j> >= 0 for all j}: the projection is sum_j w^i_j g_j with
+w^i = argmin_{w >= e_i} w'Gw (the dual of the projection; qp.py), and the update is the mean of
+the projections, weights (1/k) sum_i w^i. Non-conflicting (<update, g_j> >= 0 for all j) and
+linear under a common scaling of the gradients. torchjd normalises G and adds 1e-4 to its
+diagonal before its quadprog solve; we normalise by the trace and add nothing (the accelerated
+projected gradient needs no regularisation).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from diffmtl.mtl import base, qp
+
+
+def upgrad_weights(gram) -> jnp.ndarray:
+    k = gram.shape[0]
+    per_task = jax.vmap(lambda e: qp.min_norm_above(gram, e))(jnp.eye(k, dtype=jnp.float32))
+    return per_task.mean(axis=0)
+
+
+def upgrad(num_tasks: int) -> optax.GradientTransformationExtraArgs:
+    def weights_fn(gram, task_losses, key, extra):
+        del task_losses, key
+        return upgrad_weights(gram), extra
+
+    return base.gram_weighting(num_tasks, weights_fn)
+
+
+METHOD = base.Method(
+    name="upgrad",
+    transform=lambda num_tasks, options: upgrad(num_tasks),
+    loss_weights=base.gram_state_weights,
+    task_grads_on=base.always_needs_task_grads,
+    kind="gram",
+    formula="mean_i of g_i projected onto the dual cone: w^i = argmin_{w >= e_i} w'Gw",
+    source="Quinton & Rey 2024 (torchjd)",
+)

@@ -83,7 +83,7 @@ def main(argv):
     for row in rows.values():
         row["ratio_to_vanilla"] = round(row["step_s"] / vanilla["step_s"], 3)
     naive = rows["naive_k_backward_pcgrad"]["step_s"]
-    for name, row in rows.items():
+    for row in rows.values():
         if row.get("kind") == "gram":
             row["ratio_to_naive"] = round(row["step_s"] / naive, 3)
     layout = "per-cluster gradients: one pass per cluster sub-batch (steps.task_gradients)"

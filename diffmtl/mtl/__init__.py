@@ -6,7 +6,8 @@ param-shaped gradient of sum_i w_i L_i (w = `loss_weights(state)`) and returns p
 updates. Gram-based methods ('gram': PCGrad, Nash-MTL, MGDA, CAGrad, IMTL-G, Aligned-MTL,
 UPGrad, DualProj, ConFIG) are functions from the k x k Gram matrix to k weights on one shared
 path (base.gram_weighting); loss-based ones ('loss': equal, UW, FAMO, DWA, RLW, and continuous
-UW, which weights each example by its log-SNR) reweight the losses of one backward pass. A method's options live in config.mtl.<name> (default_config()).
+UW, which weights each example by its log-SNR) reweight the losses of one backward pass. A
+method's options live in config.mtl.<name> (default_config()).
 """
 
 from __future__ import annotations

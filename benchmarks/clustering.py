@@ -18,7 +18,6 @@ from diffmtl.clustering import costs, dp
 from diffmtl.diffusion import schedule
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("repeats", 5, "Runs per figure; the best is reported.")
 
 
 def best_seconds(fn) -> float:
@@ -61,5 +60,11 @@ def main(argv):
     print(json.dumps({"results": [measure(1000, 5), measure(4000, 8)]}, indent=2))
 
 
+def define_flags() -> None:
+    """The command-line flags (defined only when run as a script, never on import)."""
+    flags.DEFINE_integer("repeats", 5, "Runs per figure; the best is reported.")
+
+
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

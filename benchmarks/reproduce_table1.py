@@ -30,17 +30,6 @@ from diffmtl.analysis import sweep, sweep_report
 from diffmtl.errors import UserError, exit_on_user_error
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", "workdirs/table1", "Sweep directory (results.json, runs/).")
-flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; each row is trained once per seed.")
-flags.DEFINE_integer("num_train_steps", 600, "Step budget of every run.")
-flags.DEFINE_integer("num_evals", 3, "Evenly spaced evaluated checkpoints, the last at the end.")
-flags.DEFINE_integer("num_samples", 400, "Samples per FID / precision / recall.")
-flags.DEFINE_integer("stop_after_runs", 0, "Stop after this many runs did work (0: finish).")
-flags.DEFINE_bool("report_only", False, "Only (re)write the report of what results.json holds.")
-flags.DEFINE_list("rows", [], "Only these rows (names, e.g. vanilla,ant_nash); default: all.")
-flags.DEFINE_string(
-    "compile_cache", "workdirs/jax_cache", "Persistent XLA cache shared by the sweep's runs."
-)
 
 # The CPU scale (docs/results.md compares it with the paper's).
 SCALE = {
@@ -122,5 +111,23 @@ def main(argv):
     print(exit_on_user_error(reproduce, FLAGS.workdir))
 
 
+def define_flags() -> None:
+    """The command-line flags (defined only when run as a script, never on import)."""
+    flags.DEFINE_string("workdir", "workdirs/table1", "Sweep directory (results.json, runs/).")
+    flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; each row is trained once per seed.")
+    flags.DEFINE_integer("num_train_steps", 600, "Step budget of every run.")
+    flags.DEFINE_integer(
+        "num_evals", 3, "Evenly spaced evaluated checkpoints, the last at the end."
+    )
+    flags.DEFINE_integer("num_samples", 400, "Samples per FID / precision / recall.")
+    flags.DEFINE_integer("stop_after_runs", 0, "Stop after this many runs did work (0: finish).")
+    flags.DEFINE_bool("report_only", False, "Only (re)write the report of what results.json holds.")
+    flags.DEFINE_list("rows", [], "Only these rows (names, e.g. vanilla,ant_nash); default: all.")
+    flags.DEFINE_string(
+        "compile_cache", "workdirs/jax_cache", "Persistent XLA cache shared by the sweep's runs."
+    )
+
+
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

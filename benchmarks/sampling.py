@@ -21,8 +21,6 @@ from diffmtl.evaluation import evaluator as evaluate
 from diffmtl.training import experiment
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("batch_size", None, "Global sampling batch (default: the config's).")
-flags.DEFINE_list("samplers", ["ddim:50", "ddpm:250"], "method:steps pairs to time.")
 
 
 def measure(method: str, num_steps: int) -> dict:
@@ -57,5 +55,12 @@ def main(argv):
     print(json.dumps({"device": jax.devices()[0].device_kind, "results": results}, indent=2))
 
 
+def define_flags() -> None:
+    """The command-line flags (defined only when run as a script, never on import)."""
+    flags.DEFINE_integer("batch_size", None, "Global sampling batch (default: the config's).")
+    flags.DEFINE_list("samplers", ["ddim:50", "ddpm:250"], "method:steps pairs to time.")
+
+
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -30,11 +30,6 @@ from diffmtl.diffusion.samplers import respaced_timesteps
 from diffmtl.training import experiment
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("num_timesteps", 0, "Grid timesteps G (0: all T).")
-flags.DEFINE_integer("num_images", 256, "N images per task loss.")
-flags.DEFINE_integer("dim", 8192, "Count-sketch dimension d.")
-flags.DEFINE_integer("chunk_size", 4, "Timesteps per backward pass.")
-flags.DEFINE_integer("error_grid", 8, "Grid of the exact-vs-projected check (0: skip).")
 
 
 def _config(num_timesteps: int, dim: int):
@@ -102,5 +97,15 @@ def main(argv):
     print(json.dumps(result, indent=2))
 
 
+def define_flags() -> None:
+    """The command-line flags (defined only when run as a script, never on import)."""
+    flags.DEFINE_integer("num_timesteps", 0, "Grid timesteps G (0: all T).")
+    flags.DEFINE_integer("num_images", 256, "N images per task loss.")
+    flags.DEFINE_integer("dim", 8192, "Count-sketch dimension d.")
+    flags.DEFINE_integer("chunk_size", 4, "Timesteps per backward pass.")
+    flags.DEFINE_integer("error_grid", 8, "Grid of the exact-vs-projected check (0: skip).")
+
+
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

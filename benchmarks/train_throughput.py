@@ -20,11 +20,6 @@ from diffmtl.data import pipeline as input_pipeline
 from diffmtl.training import experiment
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("num_microbatches", ["1", "5"], "Micro-batch counts M to measure.")
-flags.DEFINE_integer("steps", 10, "Timed steps per M (after one compile step).")
-flags.DEFINE_integer("batch_size", None, "Global batch size (default: the config's).")
-flags.DEFINE_string("microbatch_loop", None, "'unroll' or 'scan' (default: the config's).")
-flags.DEFINE_bool("with_task_grads", False, "Time the per-cluster-gradient step instead.")
 
 
 def measure(num_microbatches: int) -> dict:
@@ -70,5 +65,15 @@ def main(argv):
     print(json.dumps({"devices": jax.device_count(), "results": results}, indent=2))
 
 
+def define_flags() -> None:
+    """The command-line flags (defined only when run as a script, never on import)."""
+    flags.DEFINE_list("num_microbatches", ["1", "5"], "Micro-batch counts M to measure.")
+    flags.DEFINE_integer("steps", 10, "Timed steps per M (after one compile step).")
+    flags.DEFINE_integer("batch_size", None, "Global batch size (default: the config's).")
+    flags.DEFINE_string("microbatch_loop", None, "'unroll' or 'scan' (default: the config's).")
+    flags.DEFINE_bool("with_task_grads", False, "Time the per-cluster-gradient step instead.")
+
+
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

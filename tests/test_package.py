@@ -14,16 +14,20 @@ from main_runs import ROOT
 IMPORT_ALL = """
 import importlib, pkgutil
 from absl import flags
-import diffmtl
+import benchmarks, diffmtl
 names = [m.name for m in pkgutil.walk_packages(diffmtl.__path__, "diffmtl.")]
+names += [m.name for m in pkgutil.walk_packages(benchmarks.__path__, "benchmarks.")]
 for name in names:
     importlib.import_module(name)
-ours = sorted(m for m in flags.FLAGS.flags_by_module_dict() if m.split(".")[0] == "diffmtl")
+ours = sorted(
+    m for m in flags.FLAGS.flags_by_module_dict() if m.split(".")[0] in ("diffmtl", "benchmarks")
+)
 print(len(names), ours)
 """
 
 
 def test_every_module_imports_in_one_process_and_defines_no_flags():
+    """The package's modules and the benchmarks' (their flags are defined under __main__)."""
     result = subprocess.run(
         [sys.executable, "-c", IMPORT_ALL], cwd=ROOT, capture_output=True, text=True, check=False
     )

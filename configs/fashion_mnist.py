@@ -134,6 +134,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 200  # Save a checkpoint.
     config.keep_checkpoints = 3  # Checkpoints kept on disk.
     config.sample_every_steps = 0  # Sample grid during training (0: only at the end).
+    # Resume (or sample / evaluate) from this checkpoint step instead of the newest (0: the
+    # newest); the way past a damaged newest checkpoint without deleting it.
+    config.restore_step = 0
 
     config.sampling = ml_collections.ConfigDict()
     config.sampling.method = "ddim"  # 'ddim' (eta below) or 'ddpm' (ancestral, eta = 1).

@@ -28,6 +28,19 @@ def nearest_valid_batch_sizes(batch_size: int, multiple: int) -> list[int]:
 
 def _check_diffusion(cfg) -> None:
     _one_of(cfg.schedule, schedule.SCHEDULES, "diffusion.schedule")
+    if cfg.schedule != "cosine":
+        require(
+            0 < cfg.beta_start < cfg.beta_end < 1,
+            f"diffusion.beta_start={cfg.beta_start} and diffusion.beta_end={cfg.beta_end} must "
+            "satisfy 0 < beta_start < beta_end < 1 (DDPM: 1e-4 and 0.02)",
+        )
+    if cfg.schedule == "linear":  # ADM scales both ends by 1000 / T
+        scaled = cfg.beta_end * 1000 / max(cfg.num_timesteps, 1)
+        require(
+            scaled < 1,
+            f"diffusion.beta_end={cfg.beta_end} x 1000 / num_timesteps={cfg.num_timesteps} = "
+            f"{scaled:g} must be < 1: raise num_timesteps or lower beta_end",
+        )
     _one_of(cfg.loss_weighting, schedule.LOSS_WEIGHTINGS, "diffusion.loss_weighting")
     require(cfg.num_timesteps >= 1, f"diffusion.num_timesteps={cfg.num_timesteps} must be >= 1")
     require(cfg.p2_k > 0, f"diffusion.p2_k={cfg.p2_k} must be > 0 (P2 weight 1/(p2_k+SNR)^gamma)")
@@ -73,8 +86,22 @@ def example_shape(config) -> tuple[int, int, int]:
     return (config.data.image_size, config.data.image_size, config.data.channels)
 
 
+# Sources whose images have one size: (image_size, channels), checked before the model is.
+FIXED_IMAGE_SHAPES = {"fashion_mnist": (28, 1)}
+
+
 def _check_model(config) -> None:
     require(config.data.channels >= 1, f"data.channels={config.data.channels} must be >= 1")
+    require(config.data.image_size >= 1, f"data.image_size={config.data.image_size} must be >= 1")
+    source = config.data.pixel_source if config.data.name == "latents" else config.data.name
+    if source in FIXED_IMAGE_SHAPES:
+        size, channels = FIXED_IMAGE_SHAPES[source]
+        require(
+            (config.data.image_size, config.data.channels) == (size, channels),
+            f"data.image_size={config.data.image_size} and data.channels={config.data.channels}"
+            f" but {source} images are {size}x{size}x{channels}: set "
+            f"--config.data.image_size={size} --config.data.channels={channels}",
+        )
     if config.data.name == "latents":
         autoencoder.check_config(config)
     models.check_model_config(config, example_shape(config))
@@ -83,6 +110,12 @@ def _check_model(config) -> None:
 def _check_train(config, num_devices: int) -> None:
     cfg, k = config.train, config.clustering.k
     require(cfg.learning_rate > 0, f"train.learning_rate={cfg.learning_rate} must be > 0")
+    require(cfg.warmup_steps >= 0, f"train.warmup_steps={cfg.warmup_steps} must be >= 0 (0: none)")
+    require(cfg.weight_decay >= 0, f"train.weight_decay={cfg.weight_decay} must be >= 0")
+    require(cfg.grad_clip_norm >= 0, f"train.grad_clip_norm={cfg.grad_clip_norm} must be >= 0")
+    for field in ("adam_b1", "adam_b2"):
+        require(0 <= cfg[field] < 1, f"train.{field}={cfg[field]} must be in [0, 1)")
+    require(cfg.adam_eps > 0, f"train.adam_eps={cfg.adam_eps} must be > 0")
     require(cfg.num_train_steps >= 1, f"train.num_train_steps={cfg.num_train_steps} must be >= 1")
     require(
         cfg.num_microbatches >= 1, f"train.num_microbatches={cfg.num_microbatches} must be >= 1"
@@ -94,6 +127,11 @@ def _check_train(config, num_devices: int) -> None:
         f"train.max_consecutive_skips={cfg.max_consecutive_skips} must be >= 1",
     )
     multiple = cfg.num_microbatches * k * num_devices
+    require(
+        cfg.batch_size >= 1,
+        f"train.batch_size={cfg.batch_size} must be a positive multiple of num_microbatches x k "
+        f"x devices = {multiple}, e.g. {multiple}",
+    )
     require(
         cfg.batch_size % multiple == 0,
         f"train.batch_size={cfg.batch_size} is not divisible by num_microbatches x k x devices = "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from diffmtl.analysis import negative_transfer, tas_command
+from diffmtl.errors import UserError
 from diffmtl.evaluation import evaluator as evaluation
 from diffmtl.training import dry_run as dry_run_lib
 from diffmtl.training import loop, resume
@@ -58,10 +59,43 @@ def negative_transfer_gap(config, workdir: str) -> str:
     return negative_transfer.negative_transfer_gap(config, workdir)
 
 
+def check_workdir(workdir: str) -> None:
+    """UserError unless `workdir` can hold a run: a directory (or a path to create) that is
+    writable, whose checkpoints/ (if any) is a directory. Buckets (gs://...) are not probed."""
+    if "://" in workdir:
+        return
+    path = os.path.abspath(workdir)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"--workdir {workdir} is a file, not a directory: choose another path")
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--workdir {workdir}: {existing} is not writable; choose another path")
+    checkpoints = os.path.join(path, "checkpoints")
+    if os.path.exists(checkpoints) and not os.path.isdir(checkpoints):
+        raise UserError(
+            f"--workdir {workdir} holds a file named checkpoints, not our checkpoint directory: "
+            "move it away or choose another workdir"
+        )
+
+
+def _with_workdir_check(mode):
+    def run(config, workdir: str) -> str:
+        check_workdir(workdir)
+        return mode(config, workdir)
+
+    run.__doc__ = mode.__doc__
+    return run
+
+
 MODES = {
-    "train": train_mode,
-    "sample": sample,
-    "evaluate": evaluate_checkpoint,
-    "tas": task_affinity,
-    "ntg": negative_transfer_gap,
+    name: _with_workdir_check(mode)
+    for name, mode in {
+        "train": train_mode,
+        "sample": sample,
+        "evaluate": evaluate_checkpoint,
+        "tas": task_affinity,
+        "ntg": negative_transfer_gap,
+    }.items()
 }

@@ -31,7 +31,17 @@ def test_default_config_is_valid_on_1_and_3_devices():
         ("mtl.method", "magic", "mtl.method='magic' is unknown"),
         ("train.learning_rate", 0.0, "train.learning_rate=0.0 must be > 0"),
         ("train.batch_size", 60, r"nearest valid sizes: \[50, 75\]"),
-        ("data.image_size", 30, "data.image_size=30 cannot be halved 2 times"),
+        ("data.image_size", 32, "but fashion_mnist images are 28x28x1: set --config.data.image"),
+        ("train.batch_size", 0, "train.batch_size=0 must be a positive multiple"),
+        ("train.batch_size", -75, "train.batch_size=-75 must be a positive multiple"),
+        ("diffusion.beta_end", 2.0, "must satisfy 0 < beta_start < beta_end < 1"),
+        ("diffusion.beta_start", 0.03, "beta_start=0.03 and diffusion.beta_end=0.02 must"),
+        ("diffusion.num_timesteps", 10, "x 1000 / num_timesteps=10 = 2 must be < 1"),
+        ("train.warmup_steps", -3, r"train.warmup_steps=-3 must be >= 0"),
+        ("train.adam_b2", 1.0, r"train.adam_b2=1.0 must be in \[0, 1\)"),
+        ("train.weight_decay", -0.1, "train.weight_decay=-0.1 must be >= 0"),
+        ("mtl.method", "equal", None),  # placeholder replaced below
+        ("image_folder:data.image_size", 30, "data.image_size=30 cannot be halved 2 times"),
         ("model.num_groups", 5, "model.num_groups=5 must divide"),
         ("model.attention_resolutions", (3,), "no level reaches"),
         ("model.dtype", "float16", "model.dtype='float16' is unknown"),
@@ -59,10 +69,16 @@ def test_bad_fields_are_named(field, value, message):
     """A 'dit:' field is set on configs/fashion_mnist_dit.py, the others on the default."""
     base, _, field = field.rpartition(":")
     config = (fashion_mnist_dit if base == "dit" else fashion_mnist).get_config()
+    if base == "image_folder":  # a source of any image size: the model's own check speaks
+        config.data.name, config.data.channels = "image_folder", 3
+        config.eval.feature_network = "inception"
     section, name = field.split(".")
     config[section][name] = value
+    if message is None:  # an option of a method that is not selected is still checked
+        config.mtl.uw.learning_rate = -1.0
+        message = r"mtl.uw.learning_rate=-1.0 must be > 0"
     with pytest.raises(UserError, match=message):
-        config_validation.validate(config, 1)
+        config_validation.validate(config, 1, check_files=base != "image_folder")
 
 
 def test_full_scale_configs_need_the_inception_file_to_train_but_not_to_dry_run():

@@ -42,6 +42,10 @@ def _tas(content):
     return edit
 
 
+def _rgb_folder(config, tmp_path):
+    config.data.name, config.data.channels = "image_folder", 3
+
+
 def _truncated_idx(config, tmp_path):
     data = tmp_path / "fmnist"
     shutil.copytree(FASHION_MNIST_DIR, data)
@@ -57,9 +61,9 @@ CASES = {
     # One config field (test_config_validation.py names every field's errors); the rest are
     # cross-checks against the model, the data and files.
     "batch size": (_set("train.batch_size", 42), "train.batch_size=42 is not divisible by"),
-    "image size": (_unet_image_size(27), "data.image_size=27 cannot be halved"),
+    "image size": (_unet_image_size(32), "but fashion_mnist images are 28x28x1: set --config"),
     "model": (_set("model.name", "vit"), "model.name='vit' is unknown"),
-    "feature network": (_set("data.channels", 3), "'fmnist_classifier' reads 28x28x1 images"),
+    "feature network": (_rgb_folder, "'fmnist_classifier' reads 28x28x1 images"),
     "missing TAS": (_tas(None), "tas.npy does not exist"),
     "malformed TAS": (_tas(b"not numpy"), "tas.npy is not a readable .npy array"),
     "missing data": (_set("data.dir", "/no/such/dir"), "data.dir /no/such/dir does not exist"),
@@ -116,3 +120,50 @@ def test_an_unreadable_image_mid_run_stops_after_the_last_good_checkpoint(
     assert len(lines) == 1 and f"cannot read image {broken}" in lines[0]
     manager = checkpointing.make_manager(str(tmp_path / "run"), 10)
     assert manager.all_steps() == [1, 2]  # every step before the bad batch, saved complete
+
+
+def _one_error_line(capsys) -> str:
+    stderr = capsys.readouterr().err
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
+@pytest.mark.parametrize("kind", ["file", "checkpoints file"])
+def test_a_workdir_that_cannot_hold_a_run_is_refused(kind, tmp_path, capsys):
+    workdir = tmp_path / "run"
+    if kind == "file":
+        workdir.write_text("not a directory")
+        message = "is a file, not a directory"
+    else:
+        workdir.mkdir()
+        (workdir / "checkpoints").write_text("x")
+        message = "holds a file named checkpoints"
+    with pytest.raises(SystemExit) as exit_info:
+        exit_on_user_error(modes.MODES["train"], make_tiny_config(), str(workdir))
+    assert exit_info.value.code == 2 and message in _one_error_line(capsys)
+
+
+@pytest.mark.slow
+def test_a_damaged_newest_checkpoint_names_its_step_and_the_way_out(tmp_path, capsys):
+    """Steps 2 and 4 saved; step 4's meta item is deleted (an incomplete copy). Training stops in
+    one line naming step 4 and --config.restore_step=2, deleting nothing; with that flag it
+    resumes from step 2; a restore_step with no checkpoint is refused."""
+    config = make_tiny_config()
+    workdir = str(tmp_path / "run")
+    loop.train_and_evaluate(config, workdir)
+    shutil.rmtree(os.path.join(workdir, "checkpoints", "4", "meta"))
+    with pytest.raises(SystemExit) as exit_info:
+        exit_on_user_error(modes.MODES["evaluate"], config, workdir)
+    line = _one_error_line(capsys)
+    assert exit_info.value.code == 2
+    assert "checkpoint step 4" in line and "--config.restore_step=2" in line, line
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
+    config.restore_step = 2
+    message = modes.evaluate_checkpoint(config, workdir)
+    assert message.startswith("step 2:")
+    config.restore_step = 3
+    with pytest.raises(SystemExit):
+        exit_on_user_error(modes.MODES["evaluate"], config, workdir)
+    assert "restore_step=3: " in _one_error_line(capsys)

@@ -43,9 +43,14 @@ def save(manager: ocp.CheckpointManager, state: TrainState, meta: dict) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def latest_meta(manager: ocp.CheckpointManager) -> dict | None:
-    """The newest checkpoint's JSON item (config, data position), without its state."""
-    step = manager.latest_step()
+# What orbax raises for a checkpoint whose files are missing, truncated or of another layout.
+RESTORE_ERRORS = (ValueError, KeyError, TypeError, OSError, EOFError)
+
+
+def latest_meta(manager: ocp.CheckpointManager, step: int | None = None) -> dict | None:
+    """Checkpoint `step`'s JSON item (default: the newest; config, data position), without its
+    state; None when there is no checkpoint."""
+    step = manager.latest_step() if step is None else step
     if step is None:
         return None
     return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta

@@ -102,25 +102,56 @@ def checkpoint_restorer(
     A checkpoint whose config differs in a locked field (resume.LOCKED), of another state
     layout, or with other cluster boundaries is refused in one line (UserError).
     """
-    meta = checkpointing.latest_meta(manager)
-    if meta is None:
+    chosen = _chosen_step(config, manager, workdir)
+    if chosen is None:
         return None
+    try:
+        meta = checkpointing.latest_meta(manager, chosen)
+    except checkpointing.RESTORE_ERRORS as e:
+        raise _damaged(manager, workdir, chosen, e) from e
     check_compatible(meta["config"], config.to_dict(), workdir)
     template = initial_state(config, exp)
 
     def restore(step: int | None = None) -> tuple[TrainState, dict]:
+        step = chosen if step is None else step
         try:
             restored = checkpointing.restore(manager, template, step)
-        except (ValueError, KeyError, TypeError) as e:  # what orbax raises for another tree
-            raise UserError(
-                f"the checkpoint in {workdir} does not match this version's training state "
-                f"({type(e).__name__}: {str(e).splitlines()[0][:200]}): resume with the code "
-                "that wrote it or use a new workdir"
-            ) from e
+        except checkpointing.RESTORE_ERRORS as e:
+            raise _damaged(manager, workdir, step, e) from e
         check_resumed_boundaries(restored[0].boundaries, exp.boundaries, workdir)
         return restored
 
     return restore
+
+
+def _chosen_step(config, manager, workdir: str) -> int | None:
+    """config.restore_step if set (UserError unless that checkpoint exists), else the newest."""
+    steps = list(manager.all_steps())
+    if not config.restore_step:
+        return max(steps) if steps else None
+    if config.restore_step not in steps:
+        raise UserError(
+            f"restore_step={config.restore_step}: {workdir} has no such checkpoint (it has "
+            f"{sorted(steps)}); set --config.restore_step to one of them or 0 (the newest)"
+        )
+    return config.restore_step
+
+
+def _damaged(manager, workdir: str, step: int, error: Exception) -> UserError:
+    """The one line for a checkpoint that cannot be restored: which step, why, and the ways
+    out (an older step, or moving it away); nothing is deleted or overwritten."""
+    older = [s for s in manager.all_steps() if s < step]
+    way_out = (
+        f"resume from step {max(older)} with --config.restore_step={max(older)}"
+        if older
+        else "use a new workdir"
+    )
+    reason = f"{type(error).__name__}: {str(error).splitlines()[0][:160]}" if str(error) else ""
+    return UserError(
+        f"checkpoint step {step} in {workdir}/checkpoints cannot be restored: damaged, "
+        f"incomplete or written by another version ({reason}); {way_out}, or move "
+        f"{workdir}/checkpoints/{step} away"
+    )
 
 
 def restore_or_initialise(

@@ -142,6 +142,7 @@ def test_a_checkpoint_of_another_state_layout_is_refused_in_one_line(tmp_path, d
     manager.wait_until_finished()
     with pytest.raises(
         UserError,
-        match=r"checkpoint step 0 in .* cannot be restored: damaged, incomplete or written by another version \(ValueError",
+        match=r"checkpoint step 0 in .* cannot be restored: damaged, incomplete or written by "
+        r"another version \(ValueError",
     ):
         resume.restore_or_initialise(config, exp, manager, str(tmp_path))

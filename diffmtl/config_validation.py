@@ -9,11 +9,13 @@ from etils import epath
 
 from diffmtl import autoencoder, models, mtl
 from diffmtl.clustering import from_config
+from diffmtl.data import from_config as data_from_config
 from diffmtl.diffusion import schedule
 from diffmtl.diffusion.samplers import SAMPLERS
-from diffmtl.errors import require
+from diffmtl.errors import UserError, require
 from diffmtl.evaluation.metrics import inception
 from diffmtl.evaluation.metrics.features import NETWORKS
+from diffmtl.models import dit
 
 
 def _one_of(value, allowed, field: str) -> None:
@@ -26,8 +28,64 @@ def nearest_valid_batch_sizes(batch_size: int, multiple: int) -> list[int]:
     return [s for s in (below, below + multiple) if s > 0]
 
 
+# Fields no range can check, each with where it is checked instead (tests/test_config_validation
+# fails for a config field that is neither checked here nor listed).
+FREE_FIELDS = {
+    "data.dir": "a path: the source reports a missing or unreadable one when opened",
+    "data.split": "the source's split names: checked when the source is opened",
+    "data.tfds_name": "a TFDS dataset name: checked when the dataset is opened",
+    "data.image_key": "a TFDS feature name: checked when the dataset is opened",
+    "data.label_key": "a TFDS feature name: checked when the dataset is opened",
+    "clustering.tas_path": "a file: checked when clustering.method='gradient' reads it",
+    "autoencoder.checkpoint": "a weights file: checked (format, keys) when latents are used",
+    "autoencoder.cache_dir": "a directory: created, or checked against its meta.json",
+    "eval.inception_path": "a weights file: checked unless a dry run",
+    "eval.reference_path": "a reference file: checked unless a dry run ('' makes one)",
+    "eval.reference_split": "the source's split names: checked when the source is opened",
+    "mesh.data": "-1 (all devices fsdp leaves) or a count: checked with mesh.fsdp",
+    "model.init_checkpoint": "a weights file: checked (format, keys) when the DiT is built",
+}
+
+
+def _check_counts_and_seeds(config) -> None:
+    """Seeds and counts of every section, whether or not the run uses them."""
+    for field in ("seed", "restore_step", "sampling.seed", "analysis.seed"):
+        section, _, name = field.rpartition(".")
+        value = config[section][name] if section else config[name]
+        require(isinstance(value, int) and value >= 0, f"{field}={value!r} must be an integer >= 0")
+    steps = tuple(config.analysis.tas_steps)
+    require(
+        all(isinstance(s, int) and s >= 0 for s in steps),
+        f"analysis.tas_steps={steps} must be checkpoint steps (integers >= 0), or () for all",
+    )
+    sources = tuple(data_from_config.SOURCES)
+    _one_of(config.data.name, sources + ("latents",), "data.name")
+    _one_of(config.data.pixel_source, sources, "data.pixel_source")
+    autoencoder.check_sizes(config)
+    model = config.model
+    for field in ("base_channels", "num_res_blocks", "num_heads", "num_groups"):
+        require(model[field] >= 1, f"model.{field}={model[field]} must be >= 1")
+    mults = tuple(model.channel_mult)
+    require(
+        len(mults) >= 1 and all(isinstance(m, int) and m >= 1 for m in mults),
+        f"model.channel_mult={mults} must be positive integers",
+    )
+    require(
+        all(isinstance(r, int) and r >= 1 for r in tuple(model.attention_resolutions)),
+        f"model.attention_resolutions={tuple(model.attention_resolutions)} must be positive "
+        "integers (pixels on a side)",
+    )
+    _one_of(model.attention_implementation, ("xla", "cudnn"), "model.attention_implementation")
+    try:
+        dit.parse_variant(model.variant)
+    except ValueError as e:
+        raise UserError(str(e)) from e
+
+
 def _check_diffusion(cfg) -> None:
     _one_of(cfg.schedule, schedule.SCHEDULES, "diffusion.schedule")
+    require(cfg.num_timesteps >= 1, f"diffusion.num_timesteps={cfg.num_timesteps} must be >= 1")
+    require(cfg.p2_gamma >= 0, f"diffusion.p2_gamma={cfg.p2_gamma} must be >= 0")
     if cfg.schedule != "cosine":
         require(
             0 < cfg.beta_start < cfg.beta_end < 1,
@@ -243,6 +301,7 @@ def validate(config, num_devices: int, check_files: bool = True) -> None:
 
     check_files=False skips the evaluation files (a dry run compiles the step without them).
     """
+    _check_counts_and_seeds(config)
     _check_diffusion(config.diffusion)
     _check_clustering(config)
     _check_model(config)

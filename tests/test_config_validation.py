@@ -139,3 +139,88 @@ def test_channels_must_match_the_data():
     config.data.channels = 3
     with pytest.raises(UserError, match="data.channels=3 but fashion_mnist images have 1"):
         data_from_config.make_source(config)
+
+
+def _bad_values(value):
+    """Values of the wrong kind or range for a field holding `value`."""
+    if isinstance(value, bool):
+        return ["maybe"]
+    if isinstance(value, int):
+        return [-1]
+    if isinstance(value, float):
+        return [-1.0, float("nan")]
+    if isinstance(value, str):
+        return ["no_such_value"]
+    if isinstance(value, tuple):
+        return [("x",)]
+    return []
+
+
+def _fields(config):
+    from flax import traverse_util
+
+    return traverse_util.flatten_dict(config.to_dict())
+
+
+@pytest.mark.parametrize("module", [fashion_mnist, fashion_mnist_dit])
+def test_every_field_has_a_check_that_names_it(module):
+    """Generated bad values for every field of the config: each ends in a UserError naming that
+    field, or the field is one of config_validation.FREE_FIELDS (with where it is checked). A
+    field added without a check fails here."""
+    unchecked = []
+    for path, value in _fields(module.get_config()).items():
+        field = ".".join(path)
+        for bad in _bad_values(value):
+            config = module.get_config()
+            node = config
+            for key in path[:-1]:
+                node = node[key]
+            try:  # ml_collections refuses a value of another type itself (a flags error)
+                node[path[-1]] = bad
+            except TypeError:
+                continue
+            try:
+                config_validation.validate(config, 1, check_files=False)
+            except UserError as e:
+                assert "\n" not in str(e)
+                if field in str(e) or field in config_validation.FREE_FIELDS:
+                    continue
+                unchecked.append((field, bad, str(e)[:100]))
+            else:
+                if field not in config_validation.FREE_FIELDS:
+                    unchecked.append((field, bad, "accepted"))
+    assert not unchecked, unchecked
+    stale = set(config_validation.FREE_FIELDS) - {
+        ".".join(p) for p in _fields(fashion_mnist.get_config())
+    }
+    assert not stale, stale
+
+
+@pytest.mark.parametrize(
+    "flag",
+    [
+        "--config.train.warmup_steps=-3",
+        "--config.diffusion.beta_end=2.0",
+        "--config.mtl.uw.learning_rate=-1",
+    ],
+)
+def test_main_ends_bad_fields_in_one_line_and_writes_nothing(flag, tmp_path):
+    workdir = tmp_path / "run"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "main.py",
+            "--config=configs/fashion_mnist.py",
+            f"--workdir={workdir}",
+            flag,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    field = flag.split("=")[0].removeprefix("--config.")
+    assert len(lines) == 1 and field in lines[0] and "Traceback" not in result.stderr
+    assert not workdir.exists()

@@ -39,12 +39,13 @@ def latent_shape(config) -> tuple[int, int, int]:
     return (side, side, config.autoencoder.latent_channels)
 
 
-def check_config(config) -> None:
-    """UserError naming the first config.autoencoder field that cannot encode data's images."""
+def check_sizes(config) -> None:
+    """UserError naming the first config.autoencoder size out of range (checked whether or not
+    the run trains on latents)."""
     cfg = config.autoencoder
     mults = tuple(cfg.channel_mults)
     require(
-        len(mults) >= 1 and all(m >= 1 for m in mults),
+        len(mults) >= 1 and all(isinstance(m, int) and m >= 1 for m in mults),
         f"autoencoder.channel_mults={mults} must be positive integers",
     )
     for field in ("base_channels", "num_res_blocks", "latent_channels", "num_groups"):
@@ -55,15 +56,27 @@ def check_config(config) -> None:
         f"autoencoder.num_groups={cfg.num_groups} must divide every level's channels "
         f"(base_channels x channel_mults), not {bad[0] if bad else ''}",
     )
-    size, f = input_size(config), 2 ** (len(mults) - 1)
+    require(cfg.input_size >= 0, f"autoencoder.input_size={cfg.input_size} must be >= 0 (0: none)")
+    require(cfg.scale_factor > 0, f"autoencoder.scale_factor={cfg.scale_factor} must be > 0")
+    require(cfg.batch_size >= 1, f"autoencoder.batch_size={cfg.batch_size} must be >= 1")
+    _one_of_bool(cfg.sample_posterior, "autoencoder.sample_posterior")
+
+
+def _one_of_bool(value, field: str) -> None:
+    require(value in (False, True), f"{field}={value!r} must be True or False")
+
+
+def check_config(config) -> None:
+    """UserError naming the first config.autoencoder field that cannot encode data's images."""
+    check_sizes(config)
+    cfg = config.autoencoder
+    size, f = input_size(config), 2 ** (len(tuple(cfg.channel_mults)) - 1)
     require(
         size >= config.data.image_size and size % f == 0,
         f"autoencoder.input_size={cfg.input_size} gives encoder inputs of {size} pixels: they "
         f"must hold data.image_size={config.data.image_size} and be a multiple of the "
         f"downsampling factor {f}",
     )
-    require(cfg.scale_factor > 0, f"autoencoder.scale_factor={cfg.scale_factor} must be > 0")
-    require(cfg.batch_size >= 1, f"autoencoder.batch_size={cfg.batch_size} must be >= 1")
     require(
         bool(cfg.checkpoint) and cfg.checkpoint.endswith((".safetensors", ".npz")),
         f"autoencoder.checkpoint={cfg.checkpoint!r} must be a diffusers .safetensors file (the "

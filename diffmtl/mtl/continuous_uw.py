@@ -100,6 +100,7 @@ METHOD = base.Method(
     checks=(
         ("learning_rate", lambda v: v > 0, "> 0"),
         ("num_features", lambda v: v >= 1, ">= 1"),
+        ("seed", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
     ),
     example_weights=example_weights,
     formula="per example exp(-u(lambda_t)) L_t + u(lambda_t), u on Fourier features",

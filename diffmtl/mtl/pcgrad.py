@@ -64,6 +64,7 @@ METHOD = base.Method(
     task_grads_on=base.always_needs_task_grads,
     metrics=lambda state: {"pcgrad_projections": state.extra},
     options={"seed": 0},  # Seeds the random projection orders.
+    checks=(("seed", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),),
     kind="gram",
     formula="g_i -= <g_i, g_j>/|g_j|^2 g_j on conflict, random order; mean",
     source="Yu et al. 2020",

@@ -45,6 +45,7 @@ METHOD = base.Method(
     transform=lambda num_tasks, options: rlw(num_tasks, options.seed),
     loss_weights=lambda state: state.weights,
     options={"seed": 0},
+    checks=(("seed", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),),
     formula="w = softmax(eps), eps ~ N(0, I), drawn every step",
     source="Lin et al. 2022",
 )

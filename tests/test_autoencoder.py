@@ -192,3 +192,15 @@ def test_the_committed_fashion_mnist_autoencoder_reconstructs():
     assert np.abs(np.asarray(again) - np.asarray(mean)).mean() < 0.2 * np.abs(mean).mean()
     # The scale factor makes the latents about unit-variance, as SD's 0.18215 does.
     assert 0.5 < float(np.std(np.asarray(mean) * config.autoencoder.scale_factor)) < 2.0
+
+
+def test_a_pickled_weights_file_is_refused_in_one_line(tmp_path):
+    """allow_pickle stays False: an object array in our .npz, Inception's or DiT's is one line."""
+    from diffmtl.evaluation.metrics import inception
+
+    path = str(tmp_path / "pickled.npz")
+    np.savez(path, x=np.array([{"a": 1}], dtype=object))
+    for load in (pretrained.load_npz, inception.load_params):
+        with pytest.raises(UserError, match="Object arrays cannot be loaded") as info:
+            load(path)
+        assert "\n" not in str(info.value) and path in str(info.value)

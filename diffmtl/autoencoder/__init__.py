@@ -93,9 +93,28 @@ def params_template(config):
     return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x))["params"]
 
 
+_LOADED: dict = {}  # (path, modification time, sizes) -> params: the cache, codec and
+# evaluation of one run read the file once.
+
+
 def load_params(config) -> dict:
     """The weights of autoencoder.checkpoint, checked against the config's sizes (UserError
-    naming the file and the first bad key)."""
+    naming the file and the first bad key). Read once per file and sizes in a process."""
+    import os
+
+    path = config.autoencoder.checkpoint
+    mtime = os.path.getmtime(path) if os.path.isfile(path) else None
+    key = (path, mtime, str(params_template(config)))
+    if mtime is not None and key in _LOADED:
+        return _LOADED[key]
+    params = _read_params(config)
+    if mtime is not None:
+        _LOADED.clear()  # one autoencoder at a time
+        _LOADED[key] = params
+    return params
+
+
+def _read_params(config) -> dict:
     from diffmtl.autoencoder import pretrained, sd_weights
 
     path, template = config.autoencoder.checkpoint, params_template(config)

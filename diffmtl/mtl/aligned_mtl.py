@@ -6,6 +6,10 @@ V_r' (lambda_r the smallest kept), and the aligned gradients J'B have equal, ort
 principal components of norm sqrt(lambda_r). Their update is the sum of the aligned gradients,
 weights B 1; we divide by k (every method here has the scale of the mean gradient on equal
 orthogonal gradients, because diffmtl averages the cluster losses).
+
+Not non-conflicting in general: <update, g_i> = sqrt(lambda_r) (G^1/2 1)_i / k, and G^1/2 1 can
+have negative entries (on the sampled gradient matrices of tests/test_mtl_library.py cosines
+down to -0.9 occur), unlike MGDA, UPGrad, DualProj and ConFIG, which the tests hold to it.
 """
 
 from __future__ import annotations

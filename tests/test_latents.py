@@ -183,6 +183,7 @@ def _shrink(config):
     return config
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "module", [ffhq_ldm, celebahq_ldm, imagenet256_dit, fashion_mnist_latent_dit]
 )

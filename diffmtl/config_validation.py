@@ -12,14 +12,10 @@ from diffmtl.clustering import from_config
 from diffmtl.data import from_config as data_from_config
 from diffmtl.diffusion import schedule
 from diffmtl.diffusion.samplers import SAMPLERS
-from diffmtl.errors import UserError, require
+from diffmtl.errors import UserError, require, require_one_of
 from diffmtl.evaluation.metrics import inception
 from diffmtl.evaluation.metrics.features import NETWORKS
 from diffmtl.models import dit
-
-
-def _one_of(value, allowed, field: str) -> None:
-    require(value in allowed, f"{field}={value!r} is unknown; use one of {list(allowed)}")
 
 
 def nearest_valid_batch_sizes(batch_size: int, multiple: int) -> list[int]:
@@ -59,8 +55,8 @@ def _check_counts_and_seeds(config) -> None:
         f"analysis.tas_steps={steps} must be checkpoint steps (integers >= 0), or () for all",
     )
     sources = tuple(data_from_config.SOURCES)
-    _one_of(config.data.name, sources + ("latents",), "data.name")
-    _one_of(config.data.pixel_source, sources, "data.pixel_source")
+    require_one_of(config.data.name, sources + ("latents",), "data.name")
+    require_one_of(config.data.pixel_source, sources, "data.pixel_source")
     autoencoder.check_sizes(config)
     model = config.model
     for field in ("base_channels", "num_res_blocks", "num_heads", "num_groups"):
@@ -75,7 +71,9 @@ def _check_counts_and_seeds(config) -> None:
         f"model.attention_resolutions={tuple(model.attention_resolutions)} must be positive "
         "integers (pixels on a side)",
     )
-    _one_of(model.attention_implementation, ("xla", "cudnn"), "model.attention_implementation")
+    require_one_of(
+        model.attention_implementation, ("xla", "cudnn"), "model.attention_implementation"
+    )
     try:
         dit.parse_variant(model.variant)
     except ValueError as e:
@@ -83,7 +81,7 @@ def _check_counts_and_seeds(config) -> None:
 
 
 def _check_diffusion(cfg) -> None:
-    _one_of(cfg.schedule, schedule.SCHEDULES, "diffusion.schedule")
+    require_one_of(cfg.schedule, schedule.SCHEDULES, "diffusion.schedule")
     require(cfg.num_timesteps >= 1, f"diffusion.num_timesteps={cfg.num_timesteps} must be >= 1")
     require(cfg.p2_gamma >= 0, f"diffusion.p2_gamma={cfg.p2_gamma} must be >= 0")
     if cfg.schedule != "cosine":
@@ -99,17 +97,17 @@ def _check_diffusion(cfg) -> None:
             f"diffusion.beta_end={cfg.beta_end} x 1000 / num_timesteps={cfg.num_timesteps} = "
             f"{scaled:g} must be < 1: raise num_timesteps or lower beta_end",
         )
-    _one_of(cfg.loss_weighting, schedule.LOSS_WEIGHTINGS, "diffusion.loss_weighting")
+    require_one_of(cfg.loss_weighting, schedule.LOSS_WEIGHTINGS, "diffusion.loss_weighting")
     require(cfg.num_timesteps >= 1, f"diffusion.num_timesteps={cfg.num_timesteps} must be >= 1")
     require(cfg.p2_k > 0, f"diffusion.p2_k={cfg.p2_k} must be > 0 (P2 weight 1/(p2_k+SNR)^gamma)")
     require(cfg.min_snr_gamma > 0, f"diffusion.min_snr_gamma={cfg.min_snr_gamma} must be > 0")
-    _one_of(cfg.learn_sigma, (False, True), "diffusion.learn_sigma")
+    require_one_of(cfg.learn_sigma, (False, True), "diffusion.learn_sigma")
 
 
 def _check_clustering(config) -> None:
     cfg, num_timesteps = config.clustering, config.diffusion.num_timesteps
-    _one_of(cfg.method, from_config.METHODS, "clustering.method")
-    _one_of(cfg.width_weighting, (False, True), "clustering.width_weighting")
+    require_one_of(cfg.method, from_config.METHODS, "clustering.method")
+    require_one_of(cfg.width_weighting, (False, True), "clustering.width_weighting")
     require(
         1 <= cfg.k <= num_timesteps,
         f"clustering.k={cfg.k} must be between 1 and diffusion.num_timesteps={num_timesteps}",
@@ -130,10 +128,9 @@ def _check_clustering(config) -> None:
             f"clustering.timestep_range={tuple(cfg.timestep_range)} needs clustering.method="
             f"'uniform' and at least clustering.k={cfg.k} timesteps",
         )
-    _one_of(config.mtl.method, sorted(mtl.METHODS), "mtl.method")
-    _one_of(config.mtl.grad_dtype, ("float32", "bfloat16"), "mtl.grad_dtype")
-    for field, problem in mtl.check_config(config.mtl):
-        require(False, f"{field}={problem}")
+    require_one_of(config.mtl.method, sorted(mtl.METHODS), "mtl.method")
+    require_one_of(config.mtl.grad_dtype, ("float32", "bfloat16"), "mtl.grad_dtype")
+    mtl.check_config(config.mtl)
 
 
 def example_shape(config) -> tuple[int, int, int]:
@@ -178,7 +175,7 @@ def _check_train(config, num_devices: int) -> None:
     require(
         cfg.num_microbatches >= 1, f"train.num_microbatches={cfg.num_microbatches} must be >= 1"
     )
-    _one_of(cfg.microbatch_loop, ("unroll", "scan"), "train.microbatch_loop")
+    require_one_of(cfg.microbatch_loop, ("unroll", "scan"), "train.microbatch_loop")
     require(0 <= cfg.ema_decay < 1, f"train.ema_decay={cfg.ema_decay} must be in [0, 1)")
     require(
         cfg.max_consecutive_skips >= 1,
@@ -219,7 +216,7 @@ def _divisible_by_devices(value: int, field: str, num_devices: int) -> None:
 
 def _check_sampling(config, num_devices: int) -> None:
     cfg = config.sampling
-    _one_of(cfg.method, SAMPLERS, "sampling.method")
+    require_one_of(cfg.method, SAMPLERS, "sampling.method")
     require(
         1 <= cfg.num_steps <= config.diffusion.num_timesteps,
         f"sampling.num_steps={cfg.num_steps} must be between 1 and diffusion.num_timesteps",
@@ -245,7 +242,7 @@ def _check_eval(config, num_devices: int, check_files: bool) -> None:
     cfg = config.eval
     require(cfg.every_steps >= 0, "eval.every_steps must be >= 0 (0: only at the end)")
     require(cfg.num_samples >= 2, f"eval.num_samples={cfg.num_samples} must be >= 2")
-    _one_of(cfg.feature_network, NETWORKS, "eval.feature_network")
+    require_one_of(cfg.feature_network, NETWORKS, "eval.feature_network")
     shape = (config.data.image_size, config.data.channels)
     require(
         cfg.feature_network != "fmnist_classifier" or shape == (28, 1),

@@ -29,3 +29,8 @@ def require(ok: bool, message: str) -> None:
     """Raises UserError(message) unless ok."""
     if not ok:
         raise UserError(message)
+
+
+def require_one_of(value, allowed, field: str) -> None:
+    """Raises UserError naming `field` unless value is one of `allowed`."""
+    require(value in allowed, f"{field}={value!r} is unknown; use one of {list(allowed)}")

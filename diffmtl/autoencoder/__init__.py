@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from diffmtl.autoencoder import kl
-from diffmtl.errors import UserError, require
+from diffmtl.errors import UserError, require, require_one_of
 
 
 def make_autoencoder(config) -> kl.AutoencoderKL:
@@ -59,11 +59,7 @@ def check_sizes(config) -> None:
     require(cfg.input_size >= 0, f"autoencoder.input_size={cfg.input_size} must be >= 0 (0: none)")
     require(cfg.scale_factor > 0, f"autoencoder.scale_factor={cfg.scale_factor} must be > 0")
     require(cfg.batch_size >= 1, f"autoencoder.batch_size={cfg.batch_size} must be >= 1")
-    _one_of_bool(cfg.sample_posterior, "autoencoder.sample_posterior")
-
-
-def _one_of_bool(value, field: str) -> None:
-    require(value in (False, True), f"{field}={value!r} must be True or False")
+    require_one_of(cfg.sample_posterior, (False, True), "autoencoder.sample_posterior")
 
 
 def check_config(config) -> None:

@@ -54,31 +54,31 @@ def _pixel_source(config, name: str, split: str) -> Source:
     source = SOURCES[name](cfg, split)
     if source.image_shape[0] != cfg.image_size:
         raise UserError(
-            f"data.image_size={cfg.image_size} but {cfg.name} images are {source.image_shape[0]} "
+            f"data.image_size={cfg.image_size} but {name} images are {source.image_shape[0]} "
             f"pixels; set --config.data.image_size={source.image_shape[0]}"
         )
     if source.image_shape[-1] != cfg.channels:
         raise UserError(
-            f"data.channels={cfg.channels} but {cfg.name} images have {source.image_shape[-1]}; "
+            f"data.channels={cfg.channels} but {name} images have {source.image_shape[-1]}; "
             f"set --config.data.channels={source.image_shape[-1]}"
         )
     if cfg.num_classes:
-        _check_labels(source, cfg)
+        _check_labels(source, cfg, name)
         source.with_labels = True
     return source
 
 
-def _check_labels(source: Source, cfg) -> None:
+def _check_labels(source: Source, cfg, name: str) -> None:
     """UserError unless the source has labels of exactly data.num_classes classes."""
     found = source.num_classes
     if not found:
         raise UserError(
-            f"data.num_classes={cfg.num_classes} but {cfg.name} at {cfg.dir} has no labels (an "
+            f"data.num_classes={cfg.num_classes} but {name} at {cfg.dir} has no labels (an "
             "image folder needs one sub-folder per class; a TFDS dataset a ClassLabel feature "
             "data.label_key): set data.num_classes=0"
         )
     if found != cfg.num_classes:
         raise UserError(
-            f"data.num_classes={cfg.num_classes} but {cfg.name} has {found} classes; set "
+            f"data.num_classes={cfg.num_classes} but {name} has {found} classes; set "
             f"--config.data.num_classes={found}"
         )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from diffmtl.errors import require
 from diffmtl.mtl import (
     aligned_mtl,
     base,
@@ -76,13 +77,10 @@ def default_config() -> ml_collections.ConfigDict:
     return config
 
 
-def check_config(mtl_config) -> list[tuple[str, str]]:
-    """[(field, problem)] for every option of every method's section that is out of range (the
+def check_config(mtl_config) -> None:
+    """UserError naming the first option of any method's section that is out of range (the
     unselected methods' too: a later switch must not fail late)."""
-    problems = []
     for name, record in METHODS.items():
         for field, ok, allowed in record.checks:
             value = mtl_config[name][field]
-            if not ok(value):
-                problems.append((f"mtl.{name}.{field}", f"{value!r} must be {allowed}"))
-    return problems
+            require(ok(value), f"mtl.{name}.{field}={value!r} must be {allowed}")

@@ -15,7 +15,6 @@ down to -0.9 occur), unlike MGDA, UPGrad, DualProj and ConFIG, which the tests h
 from __future__ import annotations
 
 import jax.numpy as jnp
-import optax
 
 from diffmtl.mtl import base
 
@@ -33,20 +32,9 @@ def aligned_mtl_weights(gram) -> jnp.ndarray:
     return jnp.where(jnp.any(kept), weights, jnp.zeros((k,)))
 
 
-def aligned_mtl(num_tasks: int) -> optax.GradientTransformationExtraArgs:
-    def weights_fn(gram, task_losses, key, extra):
-        del task_losses, key
-        return aligned_mtl_weights(gram), extra
-
-    return base.gram_weighting(num_tasks, weights_fn)
-
-
-METHOD = base.Method(
-    name="aligned_mtl",
-    transform=lambda num_tasks, options: aligned_mtl(num_tasks),
-    loss_weights=base.gram_state_weights,
-    task_grads_on=base.always_needs_task_grads,
-    kind="gram",
+METHOD = base.gram_method(
+    "aligned_mtl",
+    lambda gram, options: aligned_mtl_weights(gram),
     formula="w = sqrt(lambda_min) V Lambda^-1/2 V' 1 / k (G = V Lambda V')",
     source="Senushkin et al. 2023",
 )

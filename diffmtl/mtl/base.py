@@ -163,6 +163,48 @@ def gram_weighting(
     return optax.GradientTransformationExtraArgs(init, update)
 
 
-def gram_state_weights(state: GramState) -> jax.Array:
-    """loss_weights of a Gram-based method: the weights of its last update."""
+def last_weights(state) -> jax.Array:
+    """loss_weights of a method whose state keeps the weights it applies (`state.weights`):
+    a Gram-based method's last update's, or a loss-based method's for the next step."""
     return state.weights
+
+
+def combine_if_per_task(updates, params, num_tasks: int, weights: jax.Array):
+    """sum_i w_i g_i for per-cluster gradients [k, ...]; a param-shaped gradient (already the
+    gradient of sum_i w_i L_i) passes through."""
+    if has_task_axis(updates, params, num_tasks):
+        return weighted_sum(updates, weights)
+    return updates
+
+
+def gram_method(
+    name: str,
+    weights_of_gram: Callable[[jax.Array, Any], jax.Array],
+    *,
+    formula: str,
+    source: str,
+    options: dict | None = None,
+    checks: tuple = (),
+) -> Method:
+    """The record of a Gram-based method whose weights are a function of G (and its options)
+    alone, weights_of_gram(gram [k, k], options) -> [k]: per-cluster gradients at every step, no
+    state beyond the last weights (MGDA, CAGrad, IMTL-G, Aligned-MTL, UPGrad, DualProj, ConFIG)."""
+
+    def transform(num_tasks: int, opts) -> optax.GradientTransformationExtraArgs:
+        def weights_fn(gram, task_losses, key, extra):
+            del task_losses, key
+            return weights_of_gram(gram, opts), extra
+
+        return gram_weighting(num_tasks, weights_fn)
+
+    return Method(
+        name=name,
+        transform=transform,
+        loss_weights=last_weights,
+        task_grads_on=always_needs_task_grads,
+        options=options or {},
+        checks=checks,
+        kind="gram",
+        formula=formula,
+        source=source,
+    )

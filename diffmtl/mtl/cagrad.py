@@ -10,7 +10,6 @@ w = (b + c ||g0|| / ||g_x|| x) / (1 + c^2). c = 0 is the mean gradient.
 from __future__ import annotations
 
 import jax.numpy as jnp
-import optax
 
 from diffmtl.mtl import base, qp
 
@@ -33,22 +32,11 @@ def cagrad_weights(gram, c: float) -> jnp.ndarray:
     return (b + c * g0_norm / gx_norm * x) / (1.0 + c**2)
 
 
-def cagrad(num_tasks: int, c: float = 0.4) -> optax.GradientTransformationExtraArgs:
-    def weights_fn(gram, task_losses, key, extra):
-        del task_losses, key
-        return cagrad_weights(gram, c), extra
-
-    return base.gram_weighting(num_tasks, weights_fn)
-
-
-METHOD = base.Method(
-    name="cagrad",
-    transform=lambda num_tasks, options: cagrad(num_tasks, options.c),
-    loss_weights=base.gram_state_weights,
-    task_grads_on=base.always_needs_task_grads,
+METHOD = base.gram_method(
+    "cagrad",
+    lambda gram, options: cagrad_weights(gram, options.c),
     options={"c": 0.4},  # The radius of the ball around g0, relative to ||g0|| (official).
     checks=(("c", lambda v: v >= 0, ">= 0"),),
-    kind="gram",
     formula="(g0 + c|g0|/|g_x| g_x)/(1+c^2), x = argmin_simplex <g_x, g0> + c|g0||g_x|",
     source="Liu et al. 2021",
 )

@@ -13,7 +13,6 @@ Non-conflicting: <update, g_i> = m |g_i| / |v| >= 0 when m >= 0.
 from __future__ import annotations
 
 import jax.numpy as jnp
-import optax
 
 from diffmtl.mtl import base, qp
 
@@ -34,20 +33,9 @@ def config_weights(gram) -> jnp.ndarray:
     return magnitude * direction / k
 
 
-def config_method(num_tasks: int) -> optax.GradientTransformationExtraArgs:
-    def weights_fn(gram, task_losses, key, extra):
-        del task_losses, key
-        return config_weights(gram), extra
-
-    return base.gram_weighting(num_tasks, weights_fn)
-
-
-METHOD = base.Method(
-    name="config",
-    transform=lambda num_tasks, options: config_method(num_tasks),
-    loss_weights=base.gram_state_weights,
-    task_grads_on=base.always_needs_task_grads,
-    kind="gram",
+METHOD = base.gram_method(
+    "config",
+    lambda gram, options: config_weights(gram),
     formula="(sum_j <g_j, e>) e / k, e ~ (U')^+ 1 (equal cosine to every g_i)",
     source="Liu et al. 2024 (ConFIG)",
 )

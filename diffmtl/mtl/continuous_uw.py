@@ -91,7 +91,7 @@ METHOD = base.Method(
     transform=lambda num_tasks, options: continuous_uw(
         num_tasks, options.learning_rate, options.num_features, options.seed
     ),
-    loss_weights=lambda state: state.weights,
+    loss_weights=base.last_weights,
     metrics=lambda state: {
         f"continuous_uw/u_at_log_snr_{int(v)}": log_variance(state, jnp.float32(v))
         for v in (-8, -4, 0, 4, 8)

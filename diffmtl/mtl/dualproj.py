@@ -8,7 +8,6 @@ conflicts with no task. torchjd's diagonal regularisation is left out as in upgr
 from __future__ import annotations
 
 import jax.numpy as jnp
-import optax
 
 from diffmtl.mtl import base, qp
 
@@ -18,20 +17,9 @@ def dualproj_weights(gram) -> jnp.ndarray:
     return qp.min_norm_above(gram, jnp.full((k,), 1.0 / k, jnp.float32))
 
 
-def dualproj(num_tasks: int) -> optax.GradientTransformationExtraArgs:
-    def weights_fn(gram, task_losses, key, extra):
-        del task_losses, key
-        return dualproj_weights(gram), extra
-
-    return base.gram_weighting(num_tasks, weights_fn)
-
-
-METHOD = base.Method(
-    name="dualproj",
-    transform=lambda num_tasks, options: dualproj(num_tasks),
-    loss_weights=base.gram_state_weights,
-    task_grads_on=base.always_needs_task_grads,
-    kind="gram",
+METHOD = base.gram_method(
+    "dualproj",
+    lambda gram, options: dualproj_weights(gram),
     formula="mean gradient projected onto the dual cone: argmin_{w >= 1/k} w'Gw",
     source="Quinton & Rey 2024 (torchjd)",
 )

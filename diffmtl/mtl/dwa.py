@@ -38,8 +38,7 @@ def dwa(num_tasks: int, temperature: float = 2.0, window: int = 100):
 
     def update(updates, state, params=None, *, task_losses, **extra):
         del extra
-        if base.has_task_axis(updates, params, num_tasks):
-            updates = base.weighted_sum(updates, state.weights)
+        updates = base.combine_if_per_task(updates, params, num_tasks, state.weights)
         running = state.running_sum + jax.lax.stop_gradient(task_losses).astype(jnp.float32)
         count = state.count + 1
         closes = count >= window
@@ -67,7 +66,7 @@ def dwa(num_tasks: int, temperature: float = 2.0, window: int = 100):
 METHOD = base.Method(
     name="dwa",
     transform=lambda num_tasks, options: dwa(num_tasks, options.temperature, options.window),
-    loss_weights=lambda state: state.weights,
+    loss_weights=base.last_weights,
     options={"temperature": 2.0, "window": 100},  # T (official); window: steps per "epoch".
     checks=(
         ("temperature", lambda v: v > 0, "> 0"),

@@ -24,8 +24,7 @@ def equal_weighting(num_tasks: int) -> optax.GradientTransformationExtraArgs:
 
     def update(updates, state, params=None, *, task_losses=None, **extra):
         del task_losses, extra
-        if base.has_task_axis(updates, params, num_tasks):
-            updates = base.weighted_sum(updates, state.weights)
+        updates = base.combine_if_per_task(updates, params, num_tasks, state.weights)
         return updates, state
 
     return optax.GradientTransformationExtraArgs(init, update)

@@ -49,8 +49,7 @@ def famo(num_tasks: int, learning_rate: float = 0.025, gamma: float = 0.01):
 
     def update(updates, state, params=None, *, task_losses, **extra):
         del extra
-        if base.has_task_axis(updates, params, num_tasks):
-            updates = base.weighted_sum(updates, state.weights)
+        updates = base.combine_if_per_task(updates, params, num_tasks, state.weights)
         losses = jax.lax.stop_gradient(task_losses).astype(jnp.float32)
         started = jnp.all(state.previous_losses > 0)
         delta = jnp.log(state.previous_losses + EPS) - jnp.log(losses + EPS)
@@ -70,7 +69,7 @@ def famo(num_tasks: int, learning_rate: float = 0.025, gamma: float = 0.01):
 METHOD = base.Method(
     name="famo",
     transform=lambda num_tasks, options: famo(num_tasks, options.learning_rate, options.gamma),
-    loss_weights=lambda state: state.weights,
+    loss_weights=base.last_weights,
     options={"learning_rate": 0.025, "gamma": 0.01},  # Official defaults (w_lr, gamma).
     checks=(
         ("learning_rate", lambda v: v > 0, "> 0"),

@@ -11,7 +11,6 @@ gradient). The weights sum to 1: the scale of the mean gradient.
 from __future__ import annotations
 
 import jax.numpy as jnp
-import optax
 
 from diffmtl.mtl import base, qp
 
@@ -26,20 +25,9 @@ def imtl_g_weights(gram) -> jnp.ndarray:
     return jnp.where(ok, v / jnp.where(ok, total, 1.0), jnp.full((k,), 1.0 / k))
 
 
-def imtl_g(num_tasks: int) -> optax.GradientTransformationExtraArgs:
-    def weights_fn(gram, task_losses, key, extra):
-        del task_losses, key
-        return imtl_g_weights(gram), extra
-
-    return base.gram_weighting(num_tasks, weights_fn)
-
-
-METHOD = base.Method(
-    name="imtl_g",
-    transform=lambda num_tasks, options: imtl_g(num_tasks),
-    loss_weights=base.gram_state_weights,
-    task_grads_on=base.always_needs_task_grads,
-    kind="gram",
+METHOD = base.gram_method(
+    "imtl_g",
+    lambda gram, options: imtl_g_weights(gram),
     formula="sum w = 1, <d, g_i/|g_i|> equal: w ~ G^+ |g|",
     source="Liu et al. 2021 (IMTL)",
 )

@@ -11,25 +11,11 @@ scale of the mean gradient.
 
 from __future__ import annotations
 
-import optax
-
 from diffmtl.mtl import base, qp
 
-
-def mgda(num_tasks: int) -> optax.GradientTransformationExtraArgs:
-    def weights_fn(gram, task_losses, key, extra):
-        del task_losses, key
-        return qp.min_norm_in_simplex(gram), extra
-
-    return base.gram_weighting(num_tasks, weights_fn)
-
-
-METHOD = base.Method(
-    name="mgda",
-    transform=lambda num_tasks, options: mgda(num_tasks),
-    loss_weights=base.gram_state_weights,
-    task_grads_on=base.always_needs_task_grads,
-    kind="gram",
+METHOD = base.gram_method(
+    "mgda",
+    lambda gram, options: qp.min_norm_in_simplex(gram),
     formula="argmin_{w in simplex} |sum_i w_i g_i|",
     source="Desideri 2012; Sener & Koltun 2018",
 )

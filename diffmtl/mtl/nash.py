@@ -136,7 +136,7 @@ METHOD = base.Method(
     transform=lambda num_tasks, options: nash_mtl(
         num_tasks, options.update_every, options.max_norm
     ),
-    loss_weights=base.gram_state_weights,
+    loss_weights=base.last_weights,
     task_grads_on=needs_task_grads,
     metrics=lambda state: {
         "nash_failures": state.extra.num_failures,

@@ -32,8 +32,7 @@ def rlw(num_tasks: int, seed: int = 0):
 
     def update(updates, state, params=None, *, task_losses=None, **extra):
         del task_losses, extra
-        if base.has_task_axis(updates, params, num_tasks):
-            updates = base.weighted_sum(updates, state.weights)
+        updates = base.combine_if_per_task(updates, params, num_tasks, state.weights)
         key, use = jax.random.split(state.key)
         return updates, RLWState(key, _draw(use, num_tasks))
 
@@ -43,7 +42,7 @@ def rlw(num_tasks: int, seed: int = 0):
 METHOD = base.Method(
     name="rlw",
     transform=lambda num_tasks, options: rlw(num_tasks, options.seed),
-    loss_weights=lambda state: state.weights,
+    loss_weights=base.last_weights,
     options={"seed": 0},
     checks=(("seed", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),),
     formula="w = softmax(eps), eps ~ N(0, I), drawn every step",

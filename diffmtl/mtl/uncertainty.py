@@ -50,8 +50,7 @@ def uncertainty_weighting(
 
     def update(updates, state, params=None, *, task_losses, **extra):
         del extra
-        if base.has_task_axis(updates, params, num_tasks):
-            updates = base.weighted_sum(updates, loss_weights(state))
+        updates = base.combine_if_per_task(updates, params, num_tasks, loss_weights(state))
         s = state.log_variances
         grad_s = log_variance_gradient(s, jax.lax.stop_gradient(task_losses))
         s_updates, adam_state = adam.update(grad_s, state.adam_state, s)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from diffmtl.mtl import base, qp
 
@@ -23,20 +22,9 @@ def upgrad_weights(gram) -> jnp.ndarray:
     return per_task.mean(axis=0)
 
 
-def upgrad(num_tasks: int) -> optax.GradientTransformationExtraArgs:
-    def weights_fn(gram, task_losses, key, extra):
-        del task_losses, key
-        return upgrad_weights(gram), extra
-
-    return base.gram_weighting(num_tasks, weights_fn)
-
-
-METHOD = base.Method(
-    name="upgrad",
-    transform=lambda num_tasks, options: upgrad(num_tasks),
-    loss_weights=base.gram_state_weights,
-    task_grads_on=base.always_needs_task_grads,
-    kind="gram",
+METHOD = base.gram_method(
+    "upgrad",
+    lambda gram, options: upgrad_weights(gram),
     formula="mean_i of g_i projected onto the dual cone: w^i = argmin_{w >= e_i} w'Gw",
     source="Quinton & Rey 2024 (torchjd)",
 )

@@ -3,6 +3,7 @@
   python -m benchmarks.reproduce_table1 [--workdir=workdirs/table1] [--seeds=0,1,2]
       [--num_train_steps=600] [--num_evals=3] [--num_samples=400] [--stop_after_runs=0]
       [--report_only] [--rows=vanilla,ant_nash]
+      [--checkpoints_from=DIR --eval_overrides=sampling.method=ddpm,sampling.num_steps=100]
 
 Every row trains the CPU-sized UNet below from the same initialisation and data order per seed
 (config.seed), with one step budget and batch (B = 40: M = 1 microbatch, so k = 1, 2, 5, 8 all
@@ -11,7 +12,12 @@ samples of the same noise) at --num_evals evenly spaced checkpoints. Rows (PAPER
   core:       vanilla (k = 1), stratified (k = 5, equal weights), ANT-UW, ANT-Nash-MTL,
               ANT-PCGrad (k = 5, log-SNR clusters), P2 (k = 1, gamma 1), Min-SNR-5 (k = 1);
   clustering: ANT-UW with timestep, raw-SNR and gradient (TAS of vanilla seed 0) clusters;
-  k:          ANT-UW (log-SNR) with k = 2 and k = 8.
+  k:          ANT-UW (log-SNR) with k = 2 and k = 8;
+and diagnostics (docs/results.md, round 2; not in the default --rows): ANT-UW with the
+log-variances' rate 0.0025 and frozen after step 150; the stratified batch and ANT-Nash-MTL over
+uniform clusters; the stratified batch with clustering.width_weighting.
+A re-evaluation (--checkpoints_from=<a sweep's workdir> and --eval_overrides) trains nothing and
+evaluates that sweep's checkpoints with the overridden config into --workdir.
 No row is tuned: all share every other field of configs/fashion_mnist.py (learning rate 5e-4,
 50 warm-up steps, EMA 0.999, gradient clipping 1.0, dropout 0.1).
 Outputs in --workdir: results.json (every evaluation, the settings, the summary), results.md
@@ -21,6 +27,8 @@ n runs that did work (to spread the sweep over sessions); progress goes to stdou
 """
 
 from __future__ import annotations
+
+import ast
 
 import jax
 from absl import app, flags
@@ -77,6 +85,40 @@ def table1_rows() -> list[sweep.Row]:
     ]  # fmt: skip
 
 
+def diagnostic_rows() -> list[sweep.Row]:
+    """Round 2's diagnostics of the table's UW and stratified rows (docs/results.md)."""
+    uniform = {"clustering.method": "uniform"}
+    row = sweep.Row
+    return [
+        row("ant_uw_lr0025", "ANT-UW, s rate 0.0025", "diagnostic",
+            {**ANT, "mtl.method": "uw", "mtl.uw.learning_rate": 0.0025}),
+        row("ant_uw_frozen150", "ANT-UW, s frozen after 150", "diagnostic",
+            {**ANT, "mtl.method": "uw", "mtl.uw.freeze_after": 150}),
+        row("stratified_uniform", "stratified, uniform clusters", "diagnostic",
+            {**ANT, **uniform, "mtl.method": "equal"}),
+        row("stratified_ww", "stratified, width-weighted", "diagnostic",
+            {**ANT, "mtl.method": "equal", "clustering.width_weighting": True}),
+        row("ant_nash_uniform", "ANT-Nash-MTL, uniform clusters", "diagnostic",
+            {**ANT, **uniform, "mtl.method": "nash_mtl"}),
+    ]  # fmt: skip
+
+
+def parse_overrides(items: list[str]) -> tuple:
+    """['sampling.method=ddpm', 'sampling.num_steps=100'] -> (('sampling.method', 'ddpm'),
+    ('sampling.num_steps', 100)): values read as Python literals, else kept as strings."""
+    pairs = []
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise UserError(f"--eval_overrides entry {item!r} is not field=value")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        pairs.append((name, value))
+    return tuple(pairs)
+
+
 def settings() -> sweep.Settings:
     return sweep.Settings(
         seeds=tuple(int(s) for s in FLAGS.seeds),
@@ -84,16 +126,19 @@ def settings() -> sweep.Settings:
         eval_steps=sweep.eval_steps(FLAGS.num_train_steps, FLAGS.num_evals),
         num_samples=FLAGS.num_samples,
         tas_overrides=TAS,
+        checkpoints_from=FLAGS.checkpoints_from,
+        eval_overrides=parse_overrides(FLAGS.eval_overrides),
     )
 
 
 def reproduce(workdir: str) -> str:
     rows = table1_rows()
     if FLAGS.rows:
-        unknown = sorted(set(FLAGS.rows) - {row.name for row in rows})
+        known = {row.name: row for row in rows + diagnostic_rows()}
+        unknown = sorted(set(FLAGS.rows) - set(known))
         if unknown:
-            raise UserError(f"--rows has unknown rows {unknown}; use {[r.name for r in rows]}")
-        rows = [row for row in rows if row.name in FLAGS.rows]
+            raise UserError(f"--rows has unknown rows {unknown}; use {list(known)}")
+        rows = [known[name] for name in FLAGS.rows]
     base = sweep.override(fashion_mnist.get_config(), SCALE)
     if FLAGS.report_only:
         results = sweep.Results(workdir, settings())
@@ -122,7 +167,21 @@ def define_flags() -> None:
     flags.DEFINE_integer("num_samples", 400, "Samples per FID / precision / recall.")
     flags.DEFINE_integer("stop_after_runs", 0, "Stop after this many runs did work (0: finish).")
     flags.DEFINE_bool("report_only", False, "Only (re)write the report of what results.json holds.")
-    flags.DEFINE_list("rows", [], "Only these rows (names, e.g. vanilla,ant_nash); default: all.")
+    flags.DEFINE_list(
+        "rows",
+        [],
+        "These rows in this order, the first the baseline (e.g. vanilla,ant_nash); "
+        "default: the table's (not the diagnostics).",
+    )
+    flags.DEFINE_string(
+        "checkpoints_from", "", "Re-evaluate this sweep workdir's runs (train nothing)."
+    )
+    flags.DEFINE_list(
+        "eval_overrides",
+        [],
+        "field=value pairs of a re-evaluation's config, e.g. "
+        "sampling.method=ddpm,sampling.num_steps=100 (with --checkpoints_from).",
+    )
     flags.DEFINE_string(
         "compile_cache", "workdirs/jax_cache", "Persistent XLA cache shared by the sweep's runs."
     )

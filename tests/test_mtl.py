@@ -113,6 +113,22 @@ def test_uncertainty_weighting_k1_scale_and_large_losses_raise_s():
     assert float(state.log_variances[0]) > 0  # L / k > 1 pushes s up (lower weight).
 
 
+def test_uncertainty_weighting_frozen_after_n_steps_keeps_the_weights_of_step_n():
+    single = task_grads(5, k=2)
+    free, frozen = mtl.uncertainty_weighting(2), mtl.uncertainty_weighting(2, freeze_after=3)
+    free_state, frozen_state = free.init(PARAMS), frozen.init(PARAMS)
+    history = []
+    for _ in range(6):
+        losses = jnp.array([10.0, 0.01])
+        free_state = run(free, single, losses, free_state)[1]
+        frozen_state = run(frozen, single, losses, frozen_state)[1]
+        history.append((free_state.log_variances, frozen_state.log_variances))
+    for step, (free_s, frozen_s) in enumerate(history):
+        expected = free_s if step < 3 else history[2][0]  # s of the 3rd update, kept after it
+        chex.assert_trees_all_close(frozen_s, expected, atol=0.0)
+    assert float(jnp.abs(history[-1][0] - history[2][0]).max()) > 0.01  # the free s moved on
+
+
 def test_chain_with_adamw_traces_once():
     transform = optax.chain(mtl.uncertainty_weighting(K), optax.adamw(1e-3))
     state = transform.init(PARAMS)

@@ -142,6 +142,32 @@ def test_results_of_other_settings_are_refused(tmp_path):
         sweep.Results(str(tmp_path), _settings(num_samples=16))
 
 
+def test_results_json_without_the_newer_settings_fields_resumes(tmp_path):
+    stored = json.loads(json.dumps(dataclasses.asdict(_settings())))
+    del stored["checkpoints_from"], stored["eval_overrides"]  # as an older version wrote it
+    (tmp_path / "results.json").write_text(json.dumps({"settings": stored, "runs": {}}))
+    sweep.Results(str(tmp_path), _settings())
+    with pytest.raises(UserError, match="other settings"):
+        sweep.Results(str(tmp_path), _settings(checkpoints_from="elsewhere"))
+
+
+def test_a_reevaluation_of_untrained_runs_is_refused_before_evaluating(tmp_path):
+    settings = _settings(checkpoints_from=str(tmp_path / "none"), eval_overrides=(("seed", 1),))
+    with pytest.raises(UserError, match="has no checkpoints of steps \\[2, 4\\]: finish"):
+        sweep.run_sweep(make_tiny_config(), [VANILLA], settings, str(tmp_path / "re"))
+    with pytest.raises(UserError, match="set checkpoints_from"):
+        sweep.check_rows([VANILLA], _settings(eval_overrides=(("seed", 1),)))
+
+
+def test_eval_override_flags_are_parsed_as_literals():
+    pairs = reproduce_table1.parse_overrides(["sampling.method=ddpm", "sampling.num_steps=100"])
+    assert pairs == (("sampling.method", "ddpm"), ("sampling.num_steps", 100))
+    with pytest.raises(UserError, match="not field=value"):
+        reproduce_table1.parse_overrides(["sampling.method"])
+    names = [row.name for row in reproduce_table1.diagnostic_rows()]
+    assert not set(names) & {row.name for row in reproduce_table1.table1_rows()}
+
+
 def test_the_command_parses_its_flags_and_reports_what_results_json_holds(tmp_path):
     settings = _settings(seeds=(0, 1), tas_overrides=reproduce_table1.TAS)
     rows = reproduce_table1.table1_rows()
@@ -194,3 +220,16 @@ def test_a_stopped_and_damaged_sweep_resumes_to_the_same_results(tmp_path):
     assert set(on_disk["summary"]) == {"stratified", "ant_uw"}
     assert on_disk["summary"]["ant_uw"]["paired_wins"][1] == 1
     assert (tmp_path / "results.md").read_text().strip() == table
+
+    # A re-evaluation of those checkpoints trains nothing: with no overrides it reproduces the
+    # sweep's own evaluations, with ancestral sampling it changes them.
+    for name, overrides in (("same", ()), ("ancestral", (("sampling.method", "ddpm"),))):
+        again = _settings(checkpoints_from=workdir, eval_overrides=overrides)
+        redone = sweep.run_sweep(base, rows, again, str(tmp_path / name)).data["runs"]
+        assert redone.keys() == on_disk["runs"].keys()
+        for run, record in on_disk["runs"].items():
+            assert redone[run]["boundaries"] == record["boundaries"]
+            fids = [(redone[run]["evals"][s]["fid"], record["evals"][s]["fid"]) for s in "24"]
+            for new, old in fids:
+                assert (new == pytest.approx(old, rel=1e-5)) == (name == "same"), (run, name)
+    assert (run_dir / "checkpoints" / "4").stat().st_mtime_ns == saved

@@ -13,6 +13,10 @@ from the same parameters and sees the same images in the same order (config.seed
 budget; rows differ only in their overrides. A row whose clustering.method is 'gradient' reads
 the task affinity (--mode=tas, analysis/tas_command.py) of `tas_row`'s first-seed run, computed
 once when first needed.
+
+A re-evaluation sweep (Settings.checkpoints_from) trains nothing: it evaluates the checkpoints
+another sweep trained, with its config changed by Settings.eval_overrides (e.g. ancestral
+sampling instead of DDIM), into its own results.json.
 """
 
 from __future__ import annotations
@@ -54,6 +58,18 @@ class Settings:
     num_samples: int  # Samples per FID / precision / recall.
     tas_row: str = "vanilla"  # Whose first-seed run gives the gradient rows their TAS.
     tas_overrides: tuple = ()  # (dotted field, value) pairs of the TAS computation.
+    checkpoints_from: str = ""  # Re-evaluate the runs of this sweep workdir (train nothing).
+    eval_overrides: tuple = ()  # (dotted field, value) pairs of a re-evaluation's config.
+
+
+def _recorded(settings: dict) -> dict:
+    """Settings as compared on resume: fields at their defaults left out, so results.json of a
+    version that lacked a field still matches."""
+    defaults = json.loads(json.dumps(dataclasses.asdict(Settings((), 1, (1,), 1))))
+    optional = {
+        f.name for f in dataclasses.fields(Settings) if f.default is not dataclasses.MISSING
+    }
+    return {k: v for k, v in settings.items() if not (k in optional and v == defaults[k])}
 
 
 def eval_steps(num_train_steps: int, num_evals: int) -> tuple[int, ...]:
@@ -117,8 +133,10 @@ def run_config(base, row: Row, seed: int, settings: Settings, workdir: str, rows
         "eval.num_samples": settings.num_samples,
         "eval.reference_path": evaluation.reference_path(base, workdir),
     }
-    if config.clustering.method == "gradient":
-        shared["clustering.tas_path"] = tas_path(workdir, rows, settings)
+    if config.clustering.method == "gradient":  # The TAS of the sweep that trains the run.
+        shared["clustering.tas_path"] = tas_path(
+            settings.checkpoints_from or workdir, rows, settings
+        )
     return override(config, shared)
 
 
@@ -137,6 +155,8 @@ def check_rows(rows: list[Row], settings: Settings) -> None:
         raise UserError(f"eval_steps {steps} must ascend and end at {settings.num_train_steps}")
     if any(step % steps[0] for step in steps):
         raise UserError(f"eval_steps {steps} must be multiples of the first (checkpoint cadence)")
+    if settings.eval_overrides and not settings.checkpoints_from:
+        raise UserError("eval_overrides re-evaluate another sweep's runs: set checkpoints_from")
 
 
 class Results:
@@ -149,7 +169,7 @@ class Results:
         recorded = json.loads(json.dumps(recorded))  # tuples -> lists, as stored
         if self.path.exists():
             self.data = json.loads(self.path.read_text())
-            if self.data["settings"] != recorded:
+            if _recorded(self.data["settings"]) != _recorded(recorded):
                 raise UserError(
                     f"{self.path} was written by a sweep with other settings "
                     f"({self.data['settings']}): rerun with those or use a new --workdir"
@@ -212,6 +232,16 @@ def evaluate_checkpoints(config, directory: str, record: dict, steps, save) -> N
         logging.info("sweep: %s step %d: %s", directory, step, evaluator.headline(metrics))
 
 
+def check_trained(directory: str, steps) -> None:
+    """Refuses (one line) a re-evaluation of a run that lacks a checkpoint of `steps`."""
+    missing = [s for s in steps if not (epath.Path(directory) / "checkpoints" / str(s)).exists()]
+    if missing:
+        raise UserError(
+            f"{directory} has no checkpoints of steps {missing}: finish the sweep that trains "
+            "it first (the same rows and seeds in the checkpoints_from workdir)"
+        )
+
+
 def ensure_reference(base, workdir: str) -> str:
     """The FID reference every run shares: base's eval.reference_path, or one made once from the
     data into `workdir` (what a run's validation requires to exist)."""
@@ -250,13 +280,18 @@ def run_sweep(
         directory = run_dir(workdir, row, seed)
         elapsed = time.perf_counter() - start
         print(f"sweep: [{index + 1}/{len(plan)}] {row.name} seed {seed} ({elapsed:.0f} s)")
-        if config.clustering.method == "gradient":
-            source, source_seed, source_dir = tas_source(workdir, rows, settings)
-            source_config = run_config(base, source, source_seed, settings, workdir, rows)
-            ensure_tas(source_config, source_dir, settings.tas_overrides)
         record.update(row=row.name, seed=seed)
-        if str(settings.num_train_steps) not in record["evals"]:
+        if settings.checkpoints_from:
+            config = override(config, settings.eval_overrides)
+            directory = run_dir(settings.checkpoints_from, row, seed)
+            check_trained(directory, steps)
+        elif str(settings.num_train_steps) not in record["evals"]:
+            if config.clustering.method == "gradient":
+                source, source_seed, source_dir = tas_source(workdir, rows, settings)
+                source_config = run_config(base, source, source_seed, settings, workdir, rows)
+                ensure_tas(source_config, source_dir, settings.tas_overrides)
             train_run(config, directory, record)
+        if "boundaries" not in record:
             clusters = json.loads((epath.Path(directory) / "clusters.json").read_text())
             record["boundaries"] = clusters["intervals"]
             results.save()

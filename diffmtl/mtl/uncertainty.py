@@ -6,7 +6,8 @@ authors). The model is updated with the current weights w_i = 0.5 exp(-s_i) / k,
 this step's s update; then s moves along d/ds_i = 0.5 (1 - exp(-s_i) L_i / k). At s = 0 the
 weights are 1 / (2k): with k = 1 the model gradient is half the plain gradient (AdamW, next in
 the chain, is invariant to that scale up to its epsilon). One backward pass: costs what vanilla
-costs.
+costs. Option `freeze_after` = n > 0 stops s after n updates (a diagnostic of UW's weights
+running away as high-noise losses fall: the weights of step n are kept from then on).
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ def log_variance_gradient(log_variances: jax.Array, task_losses: jax.Array) -> j
 
 
 def uncertainty_weighting(
-    num_tasks: int, learning_rate: float = 0.025
+    num_tasks: int, learning_rate: float = 0.025, freeze_after: int = 0
 ) -> optax.GradientTransformationExtraArgs:
-    """Weights per-cluster gradients by 0.5 exp(-s_i) / k and takes an Adam step on s."""
+    """Weights per-cluster gradients by 0.5 exp(-s_i) / k and takes an Adam step on s (none
+    after `freeze_after` > 0 steps: s, and so the weights, stay as they are)."""
     adam = optax.adam(learning_rate)
 
     def init(params):
@@ -54,17 +56,29 @@ def uncertainty_weighting(
         s = state.log_variances
         grad_s = log_variance_gradient(s, jax.lax.stop_gradient(task_losses))
         s_updates, adam_state = adam.update(grad_s, state.adam_state, s)
-        return updates, UncertaintyWeightingState(optax.apply_updates(s, s_updates), adam_state)
+        new_s = optax.apply_updates(s, s_updates)
+        if freeze_after:
+            steps_taken = state.adam_state[0].count  # scale_by_adam's count: s updates so far.
+            new_s = jnp.where(steps_taken < freeze_after, new_s, s)
+        return updates, UncertaintyWeightingState(new_s, adam_state)
 
     return optax.GradientTransformationExtraArgs(init, update)
 
 
 METHOD = base.Method(
     name="uw",
-    transform=lambda num_tasks, options: uncertainty_weighting(num_tasks, options.learning_rate),
+    transform=lambda num_tasks, options: uncertainty_weighting(
+        num_tasks, options.learning_rate, options.freeze_after
+    ),
     loss_weights=loss_weights,
-    options={"learning_rate": 0.025},  # Adam rate of the log-variances (the ANT authors').
-    checks=(("learning_rate", lambda v: v > 0, "> 0"),),
+    options={
+        "learning_rate": 0.025,  # Adam rate of the log-variances (the ANT authors').
+        "freeze_after": 0,  # Stop learning s after this many steps (0: never; a diagnostic).
+    },
+    checks=(
+        ("learning_rate", lambda v: v > 0, "> 0"),
+        ("freeze_after", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+    ),
     formula="sum_i 0.5 (exp(-s_i) L_i / k + s_i), s learned",
     source="Kendall et al. 2018; ANT's UW",
 )

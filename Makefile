@@ -4,6 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DATA_DIR := /usr/share/datasets/fashion-mnist
 WORKDIR ?= workdirs/demo
+# The demo's config: ANT-Nash-MTL; `make demo CONFIG=configs/fashion_mnist.py:vanilla` for k = 1.
+CONFIG ?= configs/fashion_mnist.py
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup data demo test test-fast lint bench
@@ -24,7 +26,7 @@ data: $(DATA_DIR)/train-images-idx3-ubyte.gz
 setup: $(VENV)/.installed data
 
 demo: setup
-	$(PY) main.py --config=configs/fashion_mnist.py --workdir=$(WORKDIR)
+	$(PY) main.py --config=$(CONFIG) --workdir=$(WORKDIR)
 	@echo "Watch or revisit the run with: $(VENV)/bin/tensorboard --logdir $(WORKDIR)"
 
 # Two workers, one test file each at a time: XLA compiles on one core, so the 2-core CI machine

@@ -1,15 +1,25 @@
-"""The embedded default: a small ADM UNet on Fashion-MNIST 28x28, sized for a 2-core CPU.
+"""The embedded default: ANT-Nash-MTL (k = 5 log-SNR clusters) training a small ADM UNet on
+Fashion-MNIST 28x28, sized for a 2-core CPU (docs/results.md: the ANT row our results support).
 
-`make demo` trains it for a few minutes. Override any field on the command line, e.g.
-  python main.py --config=configs/fashion_mnist.py --workdir=/tmp/run --config.clustering.k=1
+`make demo` trains it for a few minutes; the vanilla baseline (k = 1) is the config's `vanilla`
+variant. Override any field on the command line, e.g.
+  python main.py --config=configs/fashion_mnist.py --workdir=/tmp/ant
+  python main.py --config=configs/fashion_mnist.py:vanilla --workdir=/tmp/vanilla
+  python main.py --config=configs/fashion_mnist.py --workdir=/tmp/uw --config.mtl.method=uw
 """
 
 import ml_collections
 
 from diffmtl import mtl
 
+VARIANTS = ("ant", "vanilla")
 
-def get_config() -> ml_collections.ConfigDict:
+
+def get_config(variant: str = "ant") -> ml_collections.ConfigDict:
+    """variant: 'ant' (ANT-Nash-MTL over 5 log-SNR clusters) or 'vanilla' (k = 1, the plain
+    DDPM loss; the same model, data, budget and seed)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"configs/fashion_mnist.py:{variant}: the variants are {VARIANTS}")
     config = ml_collections.ConfigDict()
     config.seed = 0  # Seeds the parameters, the training keys and the data order.
 
@@ -64,7 +74,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.clustering = ml_collections.ConfigDict()
     # 'uniform' (k equal-width intervals) or the exact DP with a cost: 'timestep', 'snr',
     # 'log_snr' or 'gradient' (needs tas_path).
-    config.clustering.method = "uniform"
+    config.clustering.method = "log_snr"
     config.clustering.k = 5  # Number of clusters (tasks); 1 = vanilla training.
     config.clustering.tas_path = ""  # Task-affinity matrix [T, T] (.npy) for 'gradient'.
     # (first, last): train only on timesteps first..last, split uniformly into k clusters (a
@@ -84,7 +94,7 @@ def get_config() -> ml_collections.ConfigDict:
     # (Renamed from the flat mtl.uw_learning_rate, mtl.pcgrad_seed, mtl.nash_update_every and
     # mtl.nash_max_norm of earlier versions.)
     config.mtl = mtl.default_config()
-    config.mtl.method = "equal"
+    config.mtl.method = "nash_mtl"
     # dtype of the per-cluster gradients [k, ...] handed to the method ('float32' or 'bfloat16':
     # half their k x parameter memory; the methods accumulate in float32).
     config.mtl.grad_dtype = "float32"
@@ -179,4 +189,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.analysis.ntg_num_intervals = 5  # Equal timestep intervals, one specialist each.
     config.analysis.ntg_num_samples = 2000  # Samples per FID.
     config.analysis.ntg_sampling_steps = 50  # DDIM steps (eta 0) of the NTG samples.
+    if variant == "vanilla":  # One task: the MTL method has nothing to weigh.
+        config.clustering.k, config.clustering.method, config.mtl.method = 1, "uniform", "equal"
     return config

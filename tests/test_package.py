@@ -1,6 +1,8 @@
 """Library hygiene: every module of the package imports in one process (no command-line flags
-defined on import, no import cycles), and user errors are ValueErrors a caller can catch."""
+defined on import, no import cycles, the caller's matplotlib backend left alone: a notebook's
+inline plots), and user errors are ValueErrors a caller can catch."""
 
+import os
 import subprocess
 import sys
 
@@ -22,18 +24,21 @@ for name in names:
 ours = sorted(
     m for m in flags.FLAGS.flags_by_module_dict() if m.split(".")[0] in ("diffmtl", "benchmarks")
 )
-print(len(names), ours)
+import matplotlib
+print(len(names), matplotlib.get_backend(), ours)
 """
 
 
 def test_every_module_imports_in_one_process_and_defines_no_flags():
     """The package's modules and the benchmarks' (their flags are defined under __main__)."""
+    env = {**os.environ, "MPLBACKEND": "svg"}  # a backend no module of ours would pick
     result = subprocess.run(
-        [sys.executable, "-c", IMPORT_ALL], cwd=ROOT, capture_output=True, text=True, check=False
+        [sys.executable, "-c", IMPORT_ALL], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    count, flag_modules = result.stdout.split(maxsplit=1)
+    count, backend, flag_modules = result.stdout.split(maxsplit=2)
     assert int(count) > 50  # every module was found (the __main__ ones too)
+    assert backend == "svg"
     assert flag_modules.strip() == "[]"
 
 

@@ -3,6 +3,7 @@
 import json
 import os
 
+import chex
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -14,19 +15,42 @@ from diffmtl import modes
 from diffmtl.clustering import from_config, interval_clustering
 from diffmtl.diffusion import schedule as diffusion
 from diffmtl.errors import UserError
-from diffmtl.training import experiment, loop
+from diffmtl.training import experiment, loop, steps
 
 
-def run(workdir, num_train_steps, clustering_method="uniform"):
+def run(workdir, num_train_steps, clustering_method="uniform", on_log=None):
     config = make_tiny_config()
     config.train.num_train_steps = num_train_steps
     config.clustering.method = clustering_method
-    return jax.device_get(loop.train_and_evaluate(config, str(workdir)))
+    return jax.device_get(loop.train_and_evaluate(config, str(workdir), on_log))
+
+
+@pytest.fixture
+def steps_trace_once(monkeypatch):
+    """A run's train step fails if it is traced (so compiled) a second time.
+
+    chex counts traces per definition site, shared by the steps of every experiment built the
+    same way: the counter restarts with each experiment's steps (these runs use only the
+    weighted-loss step, so one trace per run).
+    """
+    make = steps.make_train_step
+
+    def make_checked(*args, **kwargs):
+        chex.clear_trace_counter()
+        return make(*args, max_traces=1, **kwargs)
+
+    monkeypatch.setattr(steps, "make_train_step", make_checked)
 
 
 @pytest.mark.slow
-def test_restart_resumes_at_the_right_step_with_the_next_batch(tmp_path):
-    uninterrupted = run(tmp_path / "a", 4)
+def test_restart_resumes_at_the_right_step_with_the_next_batch(tmp_path, steps_trace_once):
+    logged = []
+    uninterrupted = run(tmp_path / "a", 4, on_log=lambda step, s: logged.append((step, s)))
+    assert [step for step, _ in logged] == [2, 4]
+    for _, scalars in logged:
+        losses = [scalars[f"train/task_losses/cluster_{i}"] for i in range(5)]
+        assert scalars["train/loss"] == pytest.approx(np.mean(losses), rel=1e-5)
+        assert scalars["train/loss_weights/cluster_0"] == pytest.approx(0.2)
     stopped = run(tmp_path / "b", 2)
     assert int(stopped.step) == 2
     resumed = run(tmp_path / "b", 4)

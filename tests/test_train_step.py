@@ -5,13 +5,15 @@ Tolerances: parameters after two AdamW steps agree to 1e-5 absolute (float32 red
 differs between layouts; measured differences are about 1e-8).
 """
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from diffmtl import models, tasks
+from diffmtl import models, mtl, tasks
 from diffmtl.data import pipeline as input_pipeline
 from diffmtl.training import experiment, steps
 from train_steps import assert_same_training, config_for, run_steps
@@ -169,3 +171,36 @@ def test_learned_variance_adds_the_vlb_to_every_task_loss(devices):
     assert models.denoise(exp.model, state.params, x, jnp.zeros((1,), jnp.int32)).shape[-1] == 2
     assert np.all(learned["task_losses"] > plain["task_losses"] + 1e-4)
     assert_same_training(run_steps(config, devices, num_steps=1), (state, learned))
+
+
+def test_a_retrace_of_the_step_and_a_batch_without_the_cluster_axis_are_caught(devices):
+    config = config_for()
+    exp = experiment.build_experiment(config, devices[:1])
+    make = functools.partial(
+        steps.make_train_step, config, exp.model, exp.diffusion, exp.tx, exp.method, exp.mesh
+    )
+    batch = next(input_pipeline.GlobalBatchIterator(exp.source, 0, exp.layout, exp.mesh))
+    chex.clear_trace_counter()
+    step = make(False, max_traces=1)
+    state = step(experiment.initial_state(config, exp), batch)[0]
+    step(state, batch)  # same shapes: no new trace
+    half = jax.tree.map(lambda x: x[:, :, : x.shape[2] // 2], batch)
+    with pytest.raises(AssertionError, match="traced > 1 times"):
+        step(state, half)  # another batch size: a second trace (a re-compile every call)
+    flat = jax.tree.map(lambda x: x.reshape(-1, *x.shape[3:]), batch)
+    with pytest.raises(AssertionError, match="rank"):
+        make(False)(state, flat)  # [B, H, W, C]: not the [M, k, N, ...] layout
+
+
+def test_the_mtl_boundary_checks_the_loss_vector_and_the_update_shapes():
+    params = {"w": jnp.zeros((3, 2))}
+    transform = mtl.method("uw").make(2, mtl.default_config())
+    state = transform.init(params)
+    grads = {"w": jnp.ones((2, 3, 2))}
+    updates, _ = transform.update(grads, state, params, task_losses=jnp.ones(2))
+    chex.assert_trees_all_equal_shapes(updates, params)
+    with pytest.raises(AssertionError, match="shape"):
+        transform.update(grads, state, params, task_losses=jnp.ones(3))
+    with pytest.raises(ValueError, match="mix per-cluster"):
+        transform.update({"w": jnp.ones((2, 3, 2)), "b": jnp.ones(2)}, state,
+                         {"w": params["w"], "b": jnp.ones(2)}, task_losses=jnp.ones(2))  # fmt: skip

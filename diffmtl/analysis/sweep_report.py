@@ -11,15 +11,10 @@ from __future__ import annotations
 
 import os
 
-import matplotlib
+import numpy as np
+from etils import epath
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from etils import epath  # noqa: E402
-
-from diffmtl.analysis import plots, sweep  # noqa: E402
+from diffmtl.analysis import plots, sweep
 
 METRICS = ("fid", "precision", "recall")
 
@@ -124,7 +119,7 @@ def plot_convergence(path: str, data: dict, summary: dict) -> None:
     the baseline (the first row, dashed) in every panel."""
     steps, baseline = data["settings"]["eval_steps"], next(iter(summary))
     groups = list(dict.fromkeys(entry["group"] for entry in summary.values()))
-    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4.2), squeeze=False)
+    fig, axes = plots.new_figure((5.5 * len(groups), 4.2), 1, len(groups), squeeze=False)
     for ax, group in zip(axes[0], groups, strict=True):
         for name, entry in summary.items():
             if entry["group"] != group and name != baseline:

@@ -6,17 +6,13 @@ python -m diffmtl.clustering --cost=gradient --tas=workdir/tas.npy --out=cluster
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+from absl import app, flags
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
-
-from diffmtl.clustering import costs, dp, from_config  # noqa: E402
-from diffmtl.diffusion import schedule  # noqa: E402
-from diffmtl.errors import UserError, exit_on_user_error  # noqa: E402
+from diffmtl.analysis import plots
+from diffmtl.clustering import costs, dp, from_config
+from diffmtl.diffusion import schedule
+from diffmtl.errors import UserError, exit_on_user_error
 
 FLAGS = flags.FLAGS
 
@@ -24,25 +20,16 @@ FLAGS = flags.FLAGS
 def plot(path: str, boundaries, log_snr, totals, tas=None) -> None:
     """Boundaries over the log-SNR curve (and the TAS heatmap), and the cost-versus-k curve."""
     panels = 3 if tas is not None else 2
-    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4))
-    t = np.arange(log_snr.shape[0])
-    axes[0].plot(t, log_snr, color="black")
-    for i, (lo, hi) in enumerate(boundaries):
-        axes[0].axvspan(lo, hi + 1, alpha=0.15, color=f"C{i}")
-        axes[0].axvline(lo, color="gray", linewidth=0.8)
-    axes[0].set(xlabel="timestep t", ylabel="log SNR", title="clusters over log-SNR")
-    axes[1].plot(np.arange(1, len(totals) + 1), totals, marker="o")
-    axes[1].set(xlabel="k", ylabel="optimal total cost", title="cost versus k")
-    axes[1].set_xticks(np.arange(1, len(totals) + 1))
+    fig, axes = plots.new_figure((5 * panels, 4), 1, panels)
+    plots.draw_clusters(axes[0], boundaries, log_snr)
+    plots.draw_cost_versus_k(axes[1], totals)
     if tas is not None:
         axes[2].imshow(tas, cmap="viridis", origin="lower")
         for lo, _ in boundaries[1:]:
             axes[2].axvline(lo, color="white", linewidth=0.8)
             axes[2].axhline(lo, color="white", linewidth=0.8)
         axes[2].set(xlabel="t", ylabel="t", title="task affinity")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    plots.save_figure(fig, path, dpi=100)
 
 
 def run() -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -111,8 +112,10 @@ def make_sampler(
 
     @jax.jit
     def reverse_step(params, x, keys, labels, i):  # x_{s_i} -> x_{s_{i-1}}
+        chex.assert_shape(x, (None, *example_shape))
         t = jnp.full((x.shape[0],), steps[i], jnp.int32)
         eps, v = split_model_output(model_fn(params, x, t, labels), example_shape[-1])
+        chex.assert_equal_shape([eps, x])
         x0 = (x - jnp.sqrt(1.0 - abar[i]) * eps) / jnp.sqrt(abar[i])
         if clip_denoised:
             x0 = jnp.clip(x0, -1.0, 1.0)

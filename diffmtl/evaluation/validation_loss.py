@@ -12,11 +12,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from etils import epath
 from flax import linen as nn
 from jax.sharding import Mesh
 
 from diffmtl import models, sharding
+from diffmtl.analysis import plots
 from diffmtl.diffusion import schedule
 from diffmtl.diffusion.samplers import respaced_timesteps
 
@@ -70,12 +70,7 @@ def make_validation_loss(
 
 def plot_validation_loss(path: str, grid, losses, boundaries, log_snr=None) -> None:
     """Writes a PNG of L_t against t (log scale), cluster edges dashed, log-SNR on a twin axis."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = plots.new_figure((6, 3.5))
     ax.semilogy(grid, losses, marker=".", label="validation L_t")
     for start in np.asarray(boundaries)[1:, 0]:
         ax.axvline(start - 0.5, color="grey", linestyle="--", linewidth=0.8)
@@ -85,7 +80,4 @@ def plot_validation_loss(path: str, grid, losses, boundaries, log_snr=None) -> N
         twin = ax.twinx()
         twin.plot(np.arange(len(log_snr)), log_snr, color="tab:orange", linewidth=0.8)
         twin.set_ylabel("log SNR", color="tab:orange")
-    fig.tight_layout()
-    with epath.Path(path).open("wb") as f:  # A local path or a bucket.
-        fig.savefig(f, format="png", dpi=120)
-    plt.close(fig)
+    plots.save_figure(fig, path, dpi=120)

@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import optax
@@ -108,12 +109,30 @@ class Method:
         return mtl_config[self.name] if self.options else None
 
     def make(self, num_tasks: int, mtl_config) -> optax.GradientTransformationExtraArgs:
-        """The transform for config.mtl (its section config.mtl.<name> holds the options)."""
-        return self.transform(num_tasks, self._options(mtl_config))
+        """The transform for config.mtl (its section config.mtl.<name> holds the options),
+        with its boundary checked (`checked_boundary`)."""
+        return checked_boundary(self.transform(num_tasks, self._options(mtl_config)), num_tasks)
 
     def needs_task_grads(self, step: int, mtl_config) -> bool:
         """Whether step `step` runs the per-cluster-gradient step (host side)."""
         return self.task_grads_on(step, self._options(mtl_config))
+
+
+def checked_boundary(
+    transform: optax.GradientTransformationExtraArgs, num_tasks: int
+) -> optax.GradientTransformationExtraArgs:
+    """`transform` with chex checks of its contract (at trace time: free under jit): task_losses
+    [k]; updates per-cluster [k, *param.shape] or param-shaped (has_task_axis); the output
+    param-shaped."""
+
+    def update(updates, state, params=None, *, task_losses, **extra):
+        chex.assert_shape(task_losses, (num_tasks,))
+        has_task_axis(updates, params, num_tasks)  # Raises on any other shape.
+        out, state = transform.update(updates, state, params, task_losses=task_losses, **extra)
+        chex.assert_trees_all_equal_shapes(out, params)
+        return out, state
+
+    return optax.GradientTransformationExtraArgs(transform.init, update)
 
 
 class GramState(NamedTuple):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -77,8 +78,15 @@ def write_task_gradient_cosine(writer, step: int, cosine: jax.Array) -> None:
     )
 
 
-def train_and_evaluate(config, workdir: str) -> TrainState:
-    """Trains `config` in `workdir`, resuming from its newest checkpoint; returns the last state."""
+def train_and_evaluate(
+    config, workdir: str, on_log: Callable[[int, dict[str, float]], None] | None = None
+) -> TrainState:
+    """Trains `config` in `workdir`, resuming from its newest checkpoint; returns the last state.
+
+    on_log(step, scalars), if given, sees every logged set of training scalars (what TensorBoard
+    gets every log_every_steps: 'train/loss', 'train/task_losses/cluster_<i>',
+    'train/loss_weights/cluster_<i>', ...), e.g. to plot them live in a notebook.
+    """
     exp = build_experiment(config)
     manager = checkpointing.make_manager(workdir, config.keep_checkpoints)
     state, position = resume.restore_or_initialise(config, exp, manager, workdir)
@@ -95,7 +103,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     )
     writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
     try:
-        state = _train_loop(config, workdir, exp, state, data, manager, evaluator, writer)
+        state = _train_loop(config, workdir, exp, state, data, manager, evaluator, writer, on_log)
     finally:  # A stop (bad image, non-finite run) still lets an in-flight save complete.
         manager.wait_until_finished()
     num_steps = config.train.num_train_steps
@@ -111,7 +119,9 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     return state
 
 
-def _train_loop(config, workdir, exp, state, data, manager, evaluator, writer) -> TrainState:
+def _train_loop(
+    config, workdir, exp, state, data, manager, evaluator, writer, on_log=None
+) -> TrainState:
     """Steps from state.step to train.num_train_steps: logging, checkpoints, evaluations."""
     num_steps = config.train.num_train_steps
     report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)
@@ -136,6 +146,8 @@ def _train_loop(config, workdir, exp, state, data, manager, evaluator, writer) -
             check_skips(metrics, config, manager)
             scalars = _mean_metrics(history)
             writer.write_scalars(done, scalars)
+            if on_log is not None:
+                on_log(done, scalars)
             bar.set_postfix(loss=f"{scalars['train/loss']:.4f}")
             history = []
         if done % config.checkpoint_every_steps == 0 or done == num_steps:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import platform
 import subprocess
 import sys
 
@@ -36,14 +37,30 @@ def git_sha() -> str:
     return out.stdout.strip()
 
 
+def host_cpu() -> str:
+    """The host CPU's model name and its SIMD level: XLA:CPU's float results can differ between
+    hosts (bitwise reproductions compare runs on one kind of CPU)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+    except OSError:
+        return platform.processor() or "unknown"
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                  if line.startswith("model name")), "unknown")  # fmt: skip
+    flags = set(next((line for line in info.splitlines() if line.startswith("flags")), "").split())
+    simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
+    return f"{model} ({os.cpu_count()} cores; {', '.join(simd) or 'no AVX2'})"
+
+
 def run_info() -> dict:
-    """Versions, git SHA and devices as a JSON-serialisable dict."""
+    """Versions, git SHA, devices and host CPU as a JSON-serialisable dict."""
     return {
         "git_sha": git_sha(),
         "python": sys.version.split()[0],
         "versions": {p: importlib.metadata.version(p) for p in PACKAGES},
         "devices": [str(d) for d in jax.devices()],
         "process_count": jax.process_count(),
+        "host_cpu": host_cpu(),
     }
 
 

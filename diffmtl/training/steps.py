@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import chex
 import jax
 import jax.numpy as jnp
 import optax
@@ -238,6 +239,7 @@ def make_train_step(
     with_task_grads: bool,
     task_gradients: Callable = task_gradients,
     state_sharding=None,
+    max_traces: int = 0,
 ):
     """Returns jitted step(state, batch) -> (state, metrics); state donated.
 
@@ -247,6 +249,8 @@ def make_train_step(
 
     task_gradients(loss_fn, params, batch, loop, grad_dtype) -> ([k, ...] grads, task_losses
     [k]) computes the per-cluster gradients (benchmarks swap in a naive reference).
+
+    max_traces > 0: chex.assert_max_traces (tests: a step that re-traces, so re-compiles, fails).
 
     metrics: loss (mean of task_losses), weighted_loss (sum_i w_i L_i), task_losses [k],
     loss_weights [k] (the MTL method's w used by this step), skipped (1.0 if skipped).
@@ -268,9 +272,14 @@ def make_train_step(
         def width(state):
             return tasks.width_factors(state.boundaries, num_timesteps)
 
+    k = config.clustering.k
+
     def step(state: TrainState, batch: dict[str, jax.Array]):
+        chex.assert_rank(batch["x0"], 6)  # [M, k, N, H, W, C]
+        chex.assert_axis_dimension(batch["x0"], 1, k)
         t, noise, keys = draw_noise_and_timesteps(state, batch["x0"].shape, mesh)
         weights = method.loss_weights(mtl_state(state.opt_state))
+        chex.assert_shape(weights, (k,))
 
         inputs = (batch, t, noise, keys)
         # clustering.width_weighting: L_i -> f_i L_i, so g_i -> f_i g_i (1 when off).
@@ -291,6 +300,7 @@ def make_train_step(
                 loss_fn, state.params, inputs, weights * factors, loop, example_weights
             )
         task_losses = task_losses * factors
+        chex.assert_shape(task_losses, (k,))
 
         updates, opt_state = tx.update(
             grads,
@@ -329,6 +339,8 @@ def make_train_step(
         metrics.update(method.metrics(mtl_state(opt_state)))
         return new_state, metrics
 
+    if max_traces:
+        step = chex.assert_max_traces(step, n=max_traces)
     replicated = sharding.replicated(mesh)
     out_shardings = (replicated if state_sharding is None else state_sharding, replicated)
     return jax.jit(step, donate_argnums=0, out_shardings=out_shardings)

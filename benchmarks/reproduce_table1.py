@@ -13,9 +13,10 @@ samples of the same noise) at --num_evals evenly spaced checkpoints. Rows (PAPER
               ANT-PCGrad (k = 5, log-SNR clusters), P2 (k = 1, gamma 1), Min-SNR-5 (k = 1);
   clustering: ANT-UW with timestep, raw-SNR and gradient (TAS of vanilla seed 0) clusters;
   k:          ANT-UW (log-SNR) with k = 2 and k = 8;
-and diagnostics (docs/results.md, round 2; not in the default --rows): ANT-UW with the
+and, for round 2 (docs/results.md; not in the default --rows): diagnostics (ANT-UW with the
 log-variances' rate 0.0025 and frozen after step 150; the stratified batch and ANT-Nash-MTL over
-uniform clusters; the stratified batch with clustering.width_weighting.
+uniform clusters; the stratified batch with clustering.width_weighting) and the aggregator
+screen (every other MTL method of the library as ANT, and continuous UW at k = 1).
 A re-evaluation (--checkpoints_from=<a sweep's workdir> and --eval_overrides) trains nothing and
 evaluates that sweep's checkpoints with the overridden config into --workdir.
 No row is tuned: all share every other field of configs/fashion_mnist.py (learning rate 5e-4,
@@ -34,6 +35,7 @@ import jax
 from absl import app, flags
 
 from configs import fashion_mnist
+from diffmtl import mtl
 from diffmtl.analysis import sweep, sweep_report
 from diffmtl.errors import UserError, exit_on_user_error
 
@@ -103,6 +105,19 @@ def diagnostic_rows() -> list[sweep.Row]:
     ]  # fmt: skip
 
 
+def aggregator_rows() -> list[sweep.Row]:
+    """Round 2's screen: every MTL method of the library not in the table, as ANT (k = 5 log-SNR
+    clusters), and continuous UW (EDM2's learned weighting over the log-SNR, k = 1)."""
+    table = {"equal", "uw", "nash_mtl", "pcgrad", "continuous_uw"}
+    rows = [
+        sweep.Row(f"ant_{name}", f"ANT-{name}", "aggregator", {**ANT, "mtl.method": name})
+        for name in mtl.METHODS
+        if name not in table
+    ]
+    k1 = {"clustering.k": 1, "clustering.method": "uniform", "mtl.method": "continuous_uw"}
+    return [sweep.Row("continuous_uw", "continuous UW (k = 1)", "aggregator", k1), *rows]
+
+
 def parse_overrides(items: list[str]) -> tuple:
     """['sampling.method=ddpm', 'sampling.num_steps=100'] -> (('sampling.method', 'ddpm'),
     ('sampling.num_steps', 100)): values read as Python literals, else kept as strings."""
@@ -119,52 +134,67 @@ def parse_overrides(items: list[str]) -> tuple:
     return tuple(pairs)
 
 
-def settings() -> sweep.Settings:
+def settings(checkpoints_from: str = "", eval_overrides: tuple = ()) -> sweep.Settings:
+    """The flags' settings; a re-evaluation's from the flags or from the arguments."""
     return sweep.Settings(
         seeds=tuple(int(s) for s in FLAGS.seeds),
         num_train_steps=FLAGS.num_train_steps,
         eval_steps=sweep.eval_steps(FLAGS.num_train_steps, FLAGS.num_evals),
         num_samples=FLAGS.num_samples,
         tas_overrides=TAS,
-        checkpoints_from=FLAGS.checkpoints_from,
-        eval_overrides=parse_overrides(FLAGS.eval_overrides),
+        checkpoints_from=checkpoints_from or FLAGS.checkpoints_from,
+        eval_overrides=eval_overrides or parse_overrides(FLAGS.eval_overrides),
     )
 
 
-def reproduce(workdir: str) -> str:
-    rows = table1_rows()
-    if FLAGS.rows:
-        known = {row.name: row for row in rows + diagnostic_rows()}
-        unknown = sorted(set(FLAGS.rows) - set(known))
-        if unknown:
-            raise UserError(f"--rows has unknown rows {unknown}; use {list(known)}")
-        rows = [known[name] for name in FLAGS.rows]
-    base = sweep.override(fashion_mnist.get_config(), SCALE)
+def select_rows(catalogue: list[sweep.Row], default: list[sweep.Row]) -> list[sweep.Row]:
+    """--rows (names of `catalogue`, in that order) or `default`."""
+    if not FLAGS.rows:
+        return default
+    known = {row.name: row for row in catalogue}
+    unknown = sorted(set(FLAGS.rows) - set(known))
+    if unknown:
+        raise UserError(f"--rows has unknown rows {unknown}; use {list(known)}")
+    return [known[name] for name in FLAGS.rows]
+
+
+def run_table(base, rows: list[sweep.Row], workdir: str, run_settings: sweep.Settings) -> str:
+    """Runs (or, with --report_only, reports) one sweep; returns its table and where it is."""
     if FLAGS.report_only:
-        results = sweep.Results(workdir, settings())
+        results = sweep.Results(workdir, run_settings)
     else:
-        results = sweep.run_sweep(base, rows, settings(), workdir, FLAGS.stop_after_runs)
+        results = sweep.run_sweep(base, rows, run_settings, workdir, FLAGS.stop_after_runs)
     table = sweep_report.write_report(workdir, rows, results)
     return f"{table}\n\nresults.json, results.md and convergence.png in {workdir}"
 
 
-def main(argv):
-    del argv
-    # Every run of a row compiles the same programs: compile them once for the whole sweep.
+def reproduce(workdir: str) -> str:
+    catalogue = table1_rows() + diagnostic_rows() + aggregator_rows()
+    rows = select_rows(catalogue, table1_rows())
+    return run_table(sweep.override(fashion_mnist.get_config(), SCALE), rows, workdir, settings())
+
+
+def use_compile_cache() -> None:
+    """Every run of a row compiles the same programs: compile them once for the whole sweep."""
     jax.config.update("jax_compilation_cache_dir", FLAGS.compile_cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+def main(argv):
+    del argv
+    use_compile_cache()
     print(exit_on_user_error(reproduce, FLAGS.workdir))
 
 
-def define_flags() -> None:
+def define_flags(workdir: str = "workdirs/table1", num_samples: int = 400) -> None:
     """The command-line flags (defined only when run as a script, never on import)."""
-    flags.DEFINE_string("workdir", "workdirs/table1", "Sweep directory (results.json, runs/).")
+    flags.DEFINE_string("workdir", workdir, "Sweep directory (results.json, runs/).")
     flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; each row is trained once per seed.")
     flags.DEFINE_integer("num_train_steps", 600, "Step budget of every run.")
     flags.DEFINE_integer(
         "num_evals", 3, "Evenly spaced evaluated checkpoints, the last at the end."
     )
-    flags.DEFINE_integer("num_samples", 400, "Samples per FID / precision / recall.")
+    flags.DEFINE_integer("num_samples", num_samples, "Samples per FID / precision / recall.")
     flags.DEFINE_integer("stop_after_runs", 0, "Stop after this many runs did work (0: finish).")
     flags.DEFINE_bool("report_only", False, "Only (re)write the report of what results.json holds.")
     flags.DEFINE_list(

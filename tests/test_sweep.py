@@ -233,3 +233,37 @@ def test_a_stopped_and_damaged_sweep_resumes_to_the_same_results(tmp_path):
             for new, old in fids:
                 assert (new == pytest.approx(old, rel=1e-5)) == (name == "same"), (run, name)
     assert (run_dir / "checkpoints" / "4").stat().st_mtime_ns == saved
+
+
+def test_the_accelerator_sweep_is_valid_at_its_scale_and_its_estimate_adds_up():
+    from benchmarks import reproduce_accelerator as accelerator
+    from diffmtl import config_validation
+
+    for row in accelerator.rows(accelerator.CORE):
+        config_validation.validate(sweep.override(accelerator.base_config(), row.overrides), 8)
+    timings = [
+        {"row": "vanilla", "step_s": 0.02, "sample_batch_s": 3.0},
+        {"row": "ant_nash", "step_s": 0.03, "sample_batch_s": 3.0},
+    ]
+    # seeds x (steps x step_s + evals x ceil(samples / 1000) x batch_s), in hours
+    expected = 2 * (1000 * 0.02 + 2 * 3 * 3.0 + 1000 * 0.03 + 2 * 3 * 3.0) / 3600
+    hours = accelerator.estimate(timings, ("vanilla", "ant_nash"), 1000, 2, 2500, 2)
+    assert hours == round(expected, 2)
+
+
+def test_round_two_rows_are_valid_configs_of_their_bases():
+    from benchmarks import reproduce_table2
+    from configs import fashion_mnist_latent_dit
+    from diffmtl import config_validation, mtl
+
+    screen = reproduce_table1.aggregator_rows()
+    methods = {row.overrides["mtl.method"] for row in screen}
+    assert methods == set(mtl.METHODS) - {"equal", "uw", "nash_mtl", "pcgrad"}
+    base = sweep.override(make_tiny_config(), {"task_gradient_cosine_every_steps": 0})
+    for row in screen + reproduce_table1.diagnostic_rows():
+        config_validation.validate(sweep.override(base, row.overrides), 4, check_files=False)
+    latent = fashion_mnist_latent_dit.get_config()
+    rows = reproduce_table2.table2_rows()
+    assert [row.name for row in rows] == ["vanilla", "min_snr", "ant_uw", "ant_nash"]
+    for row in rows:
+        config_validation.validate(sweep.override(latent, row.overrides), 1, check_files=False)

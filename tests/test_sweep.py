@@ -267,3 +267,34 @@ def test_round_two_rows_are_valid_configs_of_their_bases():
     assert [row.name for row in rows] == ["vanilla", "min_snr", "ant_uw", "ant_nash"]
     for row in rows:
         config_validation.validate(sweep.override(latent, row.overrides), 1, check_files=False)
+
+
+def test_round_two_picks_the_screens_best_two_new_aggregators_and_prints_its_stages(tmp_path):
+    from benchmarks import round2
+
+    def entry(fid, group="aggregator"):
+        return {"group": group, "final": {"fid": [fid, 1.0]}}
+
+    summary = {
+        "vanilla": entry(300.0, "core"),
+        "continuous_uw": entry(250.0),
+        "ant_famo": entry(340.0),
+        "ant_mgda": entry(320.0),
+        "ant_upgrad": entry(330.0),
+    }
+    assert round2.best_new_aggregators(summary) == ["ant_mgda", "ant_upgrad"]
+    with pytest.raises(ValueError, match="finish it first"):
+        round2.best_new_aggregators({"ant_famo": entry(1.0)})
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cmd = [sys.executable, "-m", "benchmarks.round2", "--dry"]
+    result = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("round2: ")]
+    assert [line.split(":")[1].strip() for line in lines] == list(round2.STAGES)
+    known = {
+        row.name for row in reproduce_table1.table1_rows() + reproduce_table1.diagnostic_rows()
+    }
+    known |= {row.name for row in reproduce_table1.aggregator_rows()}
+    for stage in ("diagnostics", "ancestral", "screen"):
+        rows = next(a for a in round2.stage_args(stage) if a.startswith("--rows="))
+        assert set(rows.removeprefix("--rows=").split(",")) <= known

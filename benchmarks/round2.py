@@ -1,0 +1,94 @@
+"""Round 2 of the reproduction on this CPU (docs/results.md), every stage in order, resumable.
+
+  python -m benchmarks.round2 [--stages=diagnostics,ancestral,screen,table2,long]
+      [--long_steps=3000] [--dry]
+
+Each stage is one command of docs/results.md (printed before it runs; --dry prints them all and
+runs nothing), started as a subprocess; every one resumes where it stopped, so after a kill or a
+session's end the same command goes on. The long comparison's two new aggregators are the
+screen's best two (lowest mean FID at its last step), so `long` needs the screen finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+STAGES = ("diagnostics", "ancestral", "screen", "table2", "long")
+DIAGNOSTICS = "workdirs/table1_diag"
+SCREEN = "workdirs/round2_screen"
+SCREEN_ROWS = (
+    "vanilla,continuous_uw,ant_famo,ant_dwa,ant_rlw,ant_mgda,ant_cagrad,ant_imtl_g,"
+    "ant_aligned_mtl,ant_upgrad,ant_dualproj,ant_config"
+)
+LONG_CORE = ("vanilla", "ant_uw", "ant_nash", "ant_pcgrad", "min_snr", "continuous_uw")
+
+
+def best_new_aggregators(summary: dict, count: int = 2) -> list[str]:
+    """The `count` screen rows of group 'aggregator' (continuous UW aside: the long run has it)
+    with the lowest mean final FID."""
+    candidates = [
+        (entry["final"]["fid"][0], name)
+        for name, entry in summary.items()
+        if entry["group"] == "aggregator" and name != "continuous_uw"
+    ]
+    if len(candidates) < count:
+        raise ValueError(f"the screen has {len(candidates)} aggregator rows: finish it first")
+    return [name for _, name in sorted(candidates)[:count]]
+
+
+def stage_args(stage: str) -> list[str]:
+    """The reproduce command's arguments of `stage`."""
+    table1 = ["-m", "benchmarks.reproduce_table1"]
+    if stage == "diagnostics":
+        rows = "vanilla,stratified,ant_uw,ant_nash,ant_uw_lr0025,ant_uw_frozen150,"
+        rows += "stratified_uniform,stratified_ww,ant_nash_uniform"
+        return [*table1, f"--workdir={DIAGNOSTICS}", f"--rows={rows}"]
+    if stage == "ancestral":
+        return [
+            *table1,
+            "--workdir=workdirs/table1_diag_ancestral",
+            f"--checkpoints_from={DIAGNOSTICS}",
+            "--rows=vanilla,stratified,ant_uw,ant_nash",
+            "--eval_overrides=sampling.method=ddpm,sampling.num_steps=100",
+        ]
+    if stage == "screen":
+        return [*table1, f"--workdir={SCREEN}", "--seeds=0", f"--rows={SCREEN_ROWS}"]
+    if stage == "table2":
+        return ["-m", "benchmarks.reproduce_table2", "--workdir=workdirs/table2"]
+    path = os.path.join(SCREEN, "results.json")
+    if FLAGS.dry and not os.path.exists(path):
+        best = ["<screen's best>", "<second best>"]
+    else:
+        with open(path) as f:
+            best = best_new_aggregators(json.load(f)["summary"])
+    steps = FLAGS.long_steps
+    return [
+        *table1,
+        "--workdir=workdirs/round2_long",
+        f"--num_train_steps={steps}",
+        "--num_evals=5",
+        "--num_samples=1000",
+        f"--rows={','.join([*LONG_CORE, *best])}",
+    ]
+
+
+def main(argv):
+    del argv
+    for stage in FLAGS.stages:
+        command = [sys.executable, *stage_args(stage)]
+        print(f"round2: {stage}: {' '.join(command[1:])}", flush=True)
+        if not FLAGS.dry:
+            subprocess.run(command, check=True)
+
+
+if __name__ == "__main__":
+    flags.DEFINE_list("stages", list(STAGES), f"Stages in order, of {STAGES}.")
+    flags.DEFINE_integer("long_steps", 3000, "The long comparison's budget (5x the table's).")
+    flags.DEFINE_bool("dry", False, "Print the stages' commands; run nothing.")
+    app.run(main)

@@ -39,11 +39,14 @@
 # %%
 # Colab only: fetch diffmtl, its pinned requirements and the Fashion-MNIST files (the Debian /
 # Ubuntu package `dataset-fashion-mnist`; nothing else is downloaded, no weights, no datasets).
+# The pins the runtime does not need are left out so Colab's own kernel and TensorFlow stay.
+import importlib.util
 import os
 import subprocess
 import sys
 
-REPO_URL = "https://github.com/diffmtl/diffmtl"  # Where your copy of diffmtl is hosted.
+# Where your copy of diffmtl is hosted (a fork, a mirror: the environment variable overrides).
+REPO_URL = os.environ.get("DIFFMTL_REPO_URL", "https://github.com/diffmtl/diffmtl")
 
 if "google.colab" in sys.modules and not os.path.exists("/content/diffmtl"):
 
@@ -52,11 +55,19 @@ if "google.colab" in sys.modules and not os.path.exists("/content/diffmtl"):
         subprocess.run(command, shell=True, check=True)
 
     sh(f"git clone -q --depth 1 {REPO_URL} /content/diffmtl")
-    sh("apt-get install -y -q dataset-fashion-mnist > /dev/null")
-    sh("pip install -q -r /content/diffmtl/requirements.txt")
+    sh("apt-get update -qq && apt-get install -y -q dataset-fashion-mnist > /dev/null")
+    dev_only = {"ipykernel", "nbclient", "nbformat", "jupytext", "pytest", "pytest-xdist", "ruff"}
+    if importlib.util.find_spec("tensorflow"):  # Colab's TensorFlow serves clu's writers.
+        dev_only |= {"tensorflow-cpu", "tensorboard"}
+    with open("/content/diffmtl/requirements.txt") as f:
+        pins = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    with open("/content/runtime-requirements.txt", "w") as f:
+        f.write("\n".join(p for p in pins if p.split("==")[0] not in dev_only) + "\n")
+    pip = f"{sys.executable} -m pip install -q"  # The kernel's own interpreter.
+    sh(f"{pip} -r /content/runtime-requirements.txt")
     if subprocess.run("nvidia-smi", shell=True, capture_output=True).returncode == 0:
-        sh("pip install -q 'jax[cuda12]==0.10.2' -c /content/diffmtl/requirements.txt")  # GPU JAX
-    sh("pip install -q --no-deps -e /content/diffmtl")
+        sh(f"{pip} 'jax[cuda12]==0.10.2' -c /content/diffmtl/requirements.txt")  # GPU JAX
+    sh(f"{pip} --no-deps -e /content/diffmtl")
 if "google.colab" in sys.modules:
     os.chdir("/content/diffmtl")
 elif os.path.basename(os.getcwd()) == "notebooks":

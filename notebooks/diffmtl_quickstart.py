@@ -189,7 +189,10 @@ class LivePlot:
             ax.set(xlabel="step", title=f"{self.title}: {key.replace('_', ' ')}")
         left.set_yscale("log")
         right.legend(fontsize=7)
-        self.handle.update(fig)
+        if self.handle is None:  # Not in a notebook (the .py run as a script): a line instead.
+            print(f"{self.title} step {step}: loss {scalars['train/loss']:.4f}")
+        else:
+            self.handle.update(fig)
         plt.close(fig)
 
 

@@ -1,0 +1,71 @@
+"""The MTL weights of finished runs, read back from their TensorBoard events: how far apart the
+clusters' weights drift (docs/results.md, round 2: UW's weights running away).
+
+  python -m tools.loss_weights --runs=RUN_DIR,RUN_DIR,... [--steps=100,300,600]
+
+Prints JSON per run: at each logged step nearest to --steps, the weights w_0..w_{k-1}
+('train/loss_weights/cluster_<i>', the mean over the log interval) and the ratio of the largest
+to the smallest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+PREFIX = "train/loss_weights/cluster_"
+
+
+def read_scalars(workdir: str, prefix: str) -> dict[str, dict[int, float]]:
+    """tag -> {step: value} of the scalar summaries in `workdir`'s event files whose tag starts
+    with `prefix` (clu writes them as tensors)."""
+    import tensorflow as tf  # clu's writers need it anyway; imported late (slow).
+
+    out: dict[str, dict[int, float]] = {}
+    for name in sorted(os.listdir(workdir)):
+        if not name.startswith("events.out.tfevents"):
+            continue
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(workdir, name)):
+            for value in event.summary.value:
+                if value.tag.startswith(prefix):
+                    number = (
+                        float(tf.make_ndarray(value.tensor))
+                        if value.HasField("tensor")
+                        else value.simple_value
+                    )
+                    out.setdefault(value.tag, {})[int(event.step)] = number
+    return out
+
+
+def weights_at(workdir: str, steps: list[int]) -> dict[str, dict]:
+    """{step: {'weights': [k], 'max_over_min': r}} at the logged steps nearest to `steps`."""
+    scalars = read_scalars(workdir, PREFIX)
+    if not scalars:
+        raise ValueError(f"{workdir} has no {PREFIX}* scalars in its TensorBoard events")
+    tags = sorted(scalars, key=lambda tag: int(tag.removeprefix(PREFIX)))
+    logged = sorted(scalars[tags[0]])
+    out = {}
+    for step in steps:
+        nearest = min(logged, key=lambda s: abs(s - step))
+        w = np.array([scalars[tag][nearest] for tag in tags])
+        out[str(nearest)] = {
+            "weights": w.round(4).tolist(),
+            "max_over_min": float(w.max() / w.min()),
+        }
+    return out
+
+
+def main(argv):
+    del argv
+    steps = [int(s) for s in FLAGS.steps]
+    print(json.dumps({run: weights_at(run, steps) for run in FLAGS.runs}, indent=1))
+
+
+if __name__ == "__main__":
+    flags.DEFINE_list("runs", [], "Run directories (workdirs with TensorBoard events).")
+    flags.DEFINE_list("steps", ["100", "300", "600"], "Steps to report (the nearest logged).")
+    app.run(main)

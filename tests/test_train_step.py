@@ -15,7 +15,7 @@ import pytest
 
 from diffmtl import models, mtl, tasks
 from diffmtl.data import pipeline as input_pipeline
-from diffmtl.training import experiment, steps
+from diffmtl.training import experiment, programs, steps
 from train_steps import assert_same_training, config_for, run_steps
 
 
@@ -204,3 +204,32 @@ def test_the_mtl_boundary_checks_the_loss_vector_and_the_update_shapes():
     with pytest.raises(ValueError, match="mix per-cluster"):
         transform.update({"w": jnp.ones((2, 3, 2)), "b": jnp.ones(2)}, state,
                          {"w": params["w"], "b": jnp.ones(2)}, task_losses=jnp.ones(2))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "method,expected", [("equal", [False]), ("nash_mtl", [True, False]), ("pcgrad", [True])]
+)
+def test_a_run_compiles_the_step_programs_its_method_uses(devices, method, expected):
+    config = config_for()
+    config.mtl.method = method
+    exp = experiment.build_experiment(config, devices[:1])
+    assert programs.step_flags(exp, config, 0, 100) == expected
+    if method == "nash_mtl":  # a resumed run inside an update period starts with the other
+        assert programs.step_flags(exp, config, 1, 20) == [False]
+
+
+def test_ahead_of_time_programs_step_bitwise_as_the_jitted_ones(devices):
+    config = config_for()
+    config.mtl.method = "nash_mtl"
+    config.task_gradient_cosine_every_steps = 1
+    exp = experiment.build_experiment(config, devices[:1])
+    batch = next(input_pipeline.GlobalBatchIterator(exp.source, 0, exp.layout, exp.mesh))
+    state = experiment.initial_state(config, exp)
+    compiled = programs.compile_programs(exp, config, state, batch, 0, 10)
+    assert set(compiled.train_step) == {False, True}
+    cosine = compiled.task_gradient_cosine(state, batch)
+    chex.assert_trees_all_equal(cosine, exp.task_gradient_cosine(state, batch))
+    for flag in (True, False):  # each program against its jitted twin, from the same state
+        fresh = experiment.initial_state(config, exp)
+        ahead = compiled.train_step[flag](experiment.initial_state(config, exp), batch)
+        chex.assert_trees_all_equal(ahead, exp.train_step[flag](fresh, batch))

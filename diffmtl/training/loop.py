@@ -1,8 +1,9 @@
 """train_and_evaluate(config, workdir): the training loop, its cadence, logging and checkpoints.
 
 The experiment is built first (experiment.py: config validation and data before any compile),
-the newest checkpoint restored if any (resume.py), then each step picks the compiled step with
-or without per-cluster gradients from the MTL method's host-side `needs_task_grads(step)`.
+the newest checkpoint restored if any (resume.py), the run's programs compiled concurrently at
+its first batch (programs.py), then each step picks the compiled step with or without
+per-cluster gradients from the MTL method's host-side `needs_task_grads(step)`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from clu import metric_writers, periodic_actions
 from diffmtl.data import images, pipeline
 from diffmtl.errors import UserError
 from diffmtl.evaluation import evaluator as evaluator_lib
-from diffmtl.training import checkpointing, resume, run_info
+from diffmtl.training import checkpointing, programs, resume, run_info
 from diffmtl.training.experiment import build_experiment
 from diffmtl.training.train_state import TrainState
 
@@ -127,15 +128,18 @@ def _train_loop(
     report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)
     first = int(jax.device_get(state.step))
     bar = tqdm.tqdm(initial=first, total=num_steps, disable=not sys.stderr.isatty(), desc="train")
-    history = []
+    history, compiled = [], None
     for step in range(first, num_steps):
         with jax.profiler.StepTraceAnnotation("train", step_num=step):
             batch = next(data)
+            if compiled is None:  # Every program of the run, compiled concurrently.
+                compiled = programs.compile_programs(exp, config, state, batch, step, num_steps)
             every = config.task_gradient_cosine_every_steps
             if every and step % every == 0 and config.clustering.k > 1:
-                write_task_gradient_cosine(writer, step, exp.task_gradient_cosine(state, batch))
+                cosine = compiled.task_gradient_cosine(state, batch)
+                write_task_gradient_cosine(writer, step, cosine)
             with_task_grads = exp.method.needs_task_grads(step, config.mtl)
-            state, metrics = exp.train_step[with_task_grads](state, batch)
+            state, metrics = compiled.train_step[with_task_grads](state, batch)
         if history:  # The previous step's count: waits for that step only, not this one.
             check_skips(history[-1], config, manager)
         history.append(metrics)

@@ -133,6 +133,12 @@ def test_the_summary_is_mean_and_sample_std_with_paired_differences():
     assert "paired_fid_delta" not in summary["vanilla"]
     table = sweep_report.markdown_table(summary, 4).splitlines()
     assert len(table) == 2 + 2 and table[3].startswith("| ANT-UW | 3 | 57.00 ± ")
+    per_seed = sweep_report.per_seed_table(data, summary).splitlines()
+    assert per_seed[0] == "| row | FID@4 s0 / s1 / s2 | dFID@2 | dFID@4 |"
+    assert (
+        per_seed[3]
+        == "| ANT-UW | 50.00 / 66.00 / 55.00 | -20.0 / -5.0 / -5.0 | -10.0 / +2.0 / -7.0 |"
+    )
 
 
 def test_results_of_other_settings_are_refused(tmp_path):
@@ -182,7 +188,7 @@ def test_the_command_parses_its_flags_and_reports_what_results_json_holds(tmp_pa
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     result = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
-    table = (tmp_path / "results.md").read_text().splitlines()
+    table = (tmp_path / "results.md").read_text().split("\n\n")[0].splitlines()
     assert len(table) == 2 + len(rows) and table[-1].startswith("| ANT-UW, k = 8 | 2 | 72.00 ± ")
     assert (tmp_path / "convergence.png").exists()
 
@@ -219,7 +225,10 @@ def test_a_stopped_and_damaged_sweep_resumes_to_the_same_results(tmp_path):
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert set(on_disk["summary"]) == {"stratified", "ant_uw"}
     assert on_disk["summary"]["ant_uw"]["paired_wins"][1] == 1
-    assert (tmp_path / "results.md").read_text().strip() == table
+    report = (tmp_path / "results.md").read_text()
+    assert (
+        report.startswith(table + "\n\nPer seed:") and "| ANT-UW | " in report.split("Per seed:")[1]
+    )
 
     # A re-evaluation of those checkpoints trains nothing: with no overrides it reproduces the
     # sweep's own evaluations, with ancestral sampling it changes them.

@@ -114,6 +114,32 @@ def markdown_table(summary: dict, final_step: int) -> str:
     return "\n".join(lines)
 
 
+def per_seed_table(data: dict, summary: dict) -> str:
+    """One line per row: its final FID per seed, and the paired FID difference with the
+    baseline (the first row) per seed at every evaluation step ('s0 / s1 / ...')."""
+    steps, final = data["settings"]["eval_steps"], data["settings"]["num_train_steps"]
+    baseline = next(iter(summary))
+    base = finished_evals(data, baseline, steps)
+    lines = [
+        "| row | FID@{} {} | {} |".format(
+            final, " / ".join(f"s{s}" for s in summary[baseline]["seeds"]),
+            " | ".join(f"dFID@{step}" for step in steps),
+        ),
+        "|---|---|" + "---|" * len(steps),
+    ]  # fmt: skip
+    for name, entry in summary.items():
+        evals, seeds = finished_evals(data, name, steps), entry["seeds"]
+        fids = " / ".join(f"{evals[s][final]['fid']:.2f}" for s in seeds)
+        deltas = [
+            " / ".join(f"{evals[s][step]['fid'] - base[s][step]['fid']:+.1f}"
+                       for s in seeds if s in base)
+            if name != baseline else ""
+            for step in steps
+        ]  # fmt: skip
+        lines.append(f"| {entry['label']} | {fids} | {' | '.join(deltas)} |")
+    return "\n".join(lines)
+
+
 def plot_convergence(path: str, data: dict, summary: dict) -> None:
     """Mean FID against training step per row, one panel per row group, min-max band over seeds;
     the baseline (the first row, dashed) in every panel."""
@@ -143,7 +169,8 @@ def write_report(workdir: str, rows: list[sweep.Row], results: sweep.Results) ->
     results.save()
     final = data["settings"]["num_train_steps"]
     table = markdown_table(summary, final)
-    (epath.Path(workdir) / "results.md").write_text(table + "\n")
+    seeds = per_seed_table(data, summary) if summary else ""
+    (epath.Path(workdir) / "results.md").write_text(f"{table}\n\nPer seed:\n\n{seeds}\n")
     if summary:
         plot_convergence(os.path.join(workdir, "convergence.png"), data, summary)
     return table

@@ -106,10 +106,11 @@ SIZES = {
     "cpu": {  # The make-demo budget: 320 steps of the default UNet.
         "checkpoint_every_steps": 160, "log_every_steps": 10,
     },
-    "colab": {  # About 10x the CPU budget, FID on 2000 DDIM-50 samples.
+    "colab": {  # About 10x the CPU budget, FID on 2000 DDIM-50 samples; 1, 4 or 8 devices.
         "train.num_train_steps": 3000, "checkpoint_every_steps": 1500, "log_every_steps": 50,
-        "sampling.num_steps": 50, "sampling.batch_size": 500,
-        "eval.num_samples": 2000, "eval.batch_size": 500,
+        "train.batch_size": 80, "train.num_microbatches": 1,
+        "sampling.num_steps": 50, "sampling.batch_size": 400,
+        "eval.num_samples": 2000, "eval.batch_size": 400,
     },
 }  # fmt: skip
 # The task-affinity grid: timesteps, images, exact inner products (no sketch) at these sizes.

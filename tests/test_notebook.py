@@ -51,3 +51,25 @@ def test_the_notebook_runs_top_to_bottom_at_its_smallest_size(tmp_path, monkeypa
         o for c in notebook.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})
     ]
     assert len(images) >= 5  # schedule, clusters, two live plots, samples, TAS
+
+
+def notebook_sizes() -> dict:
+    """The notebook's SIZES dict, read from its source (ast: the assignment alone)."""
+    import ast
+
+    source = "\n".join(c.source for c in jupytext.read(SCRIPT).cells if c.cell_type == "code")
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "SIZES":
+            return ast.literal_eval(node.value)
+    raise AssertionError("no SIZES in the notebook")
+
+
+@pytest.mark.parametrize("size,devices", [("ci", 4), ("ci", 1), ("colab", 1), ("colab", 8)])
+def test_every_notebook_size_is_a_valid_config_for_both_runs(size, devices):
+    from configs import fashion_mnist
+    from diffmtl import config_validation
+    from diffmtl.analysis.sweep import override
+
+    for variant in ("vanilla", "ant"):
+        config = override(fashion_mnist.get_config(variant), notebook_sizes()[size])
+        config_validation.validate(config, devices, check_files=False)

@@ -14,9 +14,11 @@ samples of the same noise) at --num_evals evenly spaced checkpoints. Rows (PAPER
   clustering: ANT-UW with timestep, raw-SNR and gradient (TAS of vanilla seed 0) clusters;
   k:          ANT-UW (log-SNR) with k = 2 and k = 8;
 and, for round 2 (docs/results.md; not in the default --rows): diagnostics (ANT-UW with the
-log-variances' rate 0.0025 and frozen after step 150; the stratified batch and ANT-Nash-MTL over
-uniform clusters; the stratified batch with clustering.width_weighting) and the aggregator
-screen (every other MTL method of the library as ANT, and continuous UW at k = 1).
+log-variances' rate 0.0025 and frozen after step 150, and both UW rates with their weights
+normalized to sum 1 (mtl.normalize_weights: the ratios without the scale); the stratified batch
+and ANT-Nash-MTL over uniform clusters; the stratified batch with clustering.width_weighting)
+and the aggregator screen (every other MTL method of the library as ANT, and continuous UW at
+k = 1).
 A re-evaluation (--checkpoints_from=<a sweep's workdir> and --eval_overrides) trains nothing and
 evaluates that sweep's checkpoints with the overridden config into --workdir.
 No row is tuned: all share every other field of configs/fashion_mnist.py (learning rate 5e-4,
@@ -102,6 +104,11 @@ def diagnostic_rows() -> list[sweep.Row]:
             {**ANT, "mtl.method": "equal", "clustering.width_weighting": True}),
         row("ant_nash_uniform", "ANT-Nash-MTL, uniform clusters", "diagnostic",
             {**ANT, **uniform, "mtl.method": "nash_mtl"}),
+        row("ant_uw_normalized", "ANT-UW, weights normalized", "diagnostic",
+            {**ANT, "mtl.method": "uw", "mtl.normalize_weights": True}),
+        row("ant_uw_lr0025_normalized", "ANT-UW, s rate 0.0025, normalized", "diagnostic",
+            {**ANT, "mtl.method": "uw", "mtl.uw.learning_rate": 0.0025,
+             "mtl.normalize_weights": True}),
     ]  # fmt: skip
 
 

@@ -47,7 +47,8 @@ def stage_args(stage: str) -> list[str]:
     table1 = ["-m", "benchmarks.reproduce_table1"]
     if stage == "diagnostics":
         rows = "vanilla,stratified,ant_uw,ant_nash,ant_uw_lr0025,ant_uw_frozen150,"
-        rows += "stratified_uniform,stratified_ww,ant_nash_uniform"
+        rows += "stratified_uniform,stratified_ww,ant_nash_uniform,ant_uw_normalized,"
+        rows += "ant_uw_lr0025_normalized"
         return [*table1, f"--workdir={DIAGNOSTICS}", f"--rows={rows}"]
     if stage == "ancestral":
         return [

@@ -130,6 +130,12 @@ def _check_clustering(config) -> None:
         )
     require_one_of(config.mtl.method, sorted(mtl.METHODS), "mtl.method")
     require_one_of(config.mtl.grad_dtype, ("float32", "bfloat16"), "mtl.grad_dtype")
+    require_one_of(config.mtl.normalize_weights, (False, True), "mtl.normalize_weights")
+    require(
+        not config.mtl.normalize_weights or mtl.METHODS[config.mtl.method].kind == "loss",
+        f"mtl.normalize_weights=True needs a loss-based mtl.method (uw, famo, dwa, rlw, ...), "
+        f"not {config.mtl.method!r}, which combines per-cluster gradients",
+    )
     mtl.check_config(config.mtl)
 
 

@@ -3,13 +3,16 @@ that thirty steps of each method lower the loss. Split from test_train_step.py s
 heaviest step files run on different pytest-xdist workers.
 """
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from conftest import make_tiny_config
+from diffmtl import config_validation
 from diffmtl.data import pipeline as input_pipeline
+from diffmtl.errors import UserError
 from diffmtl.training import experiment, steps
 from train_steps import assert_same_training, config_for, run_steps
 
@@ -89,3 +92,26 @@ def test_class_conditional_steps_on_four_devices_equal_one_device(devices, metho
     assert_same_training(four, one)
     unconditional = run_steps(config_for(method=method), devices[:1])
     assert not np.allclose(one[1]["task_losses"], unconditional[1]["task_losses"])
+
+
+def test_normalized_weights_keep_the_ratios_and_drop_the_scale(devices):
+    """UW at s = 0 weighs every cluster 1/(2k); normalized, 1/k: the equal-weights step exactly.
+    Two steps in, UW's s has moved: normalized weights still sum to 1, in UW's ratios."""
+    config = config_for(method="uw")
+    config.mtl.normalize_weights = True
+    state, metrics = run_steps(config, devices[:1], num_steps=1)
+    equal_state, _ = run_steps(config_for(), devices[:1], num_steps=1)
+    chex.assert_trees_all_equal(state.params, equal_state.params)
+    _, metrics = run_steps(config, devices[:1], num_steps=3)
+    free_state, free_metrics = run_steps(config_for(method="uw"), devices[:1], num_steps=3)
+    weights, free = metrics["loss_weights"], free_metrics["loss_weights"]
+    np.testing.assert_allclose(weights.sum(), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(weights, free / free.sum(), rtol=1e-5)
+    assert np.ptp(weights) > 0  # UW's ratios, not equal weights
+
+
+def test_normalized_weights_need_a_loss_based_method():
+    config = config_for(method="nash_mtl")
+    config.mtl.normalize_weights = True
+    with pytest.raises(UserError, match="normalize_weights=True needs a loss-based"):
+        config_validation.validate(config, 4)

@@ -71,6 +71,9 @@ def default_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.method = "equal"
     config.grad_dtype = "float32"
+    # Loss-based methods: divide the weights by their sum, keeping the method's ratios and
+    # removing its common scale (AdamW follows a changing scale): the scale-vs-method diagnostic.
+    config.normalize_weights = False
     for name, record in METHODS.items():
         if record.options:
             config[name] = ml_collections.ConfigDict(dict(record.options))

@@ -272,7 +272,7 @@ def make_train_step(
         def width(state):
             return tasks.width_factors(state.boundaries, num_timesteps)
 
-    k = config.clustering.k
+    k, normalize = config.clustering.k, config.mtl.normalize_weights
 
     def step(state: TrainState, batch: dict[str, jax.Array]):
         chex.assert_rank(batch["x0"], 6)  # [M, k, N, H, W, C]
@@ -280,6 +280,8 @@ def make_train_step(
         t, noise, keys = draw_noise_and_timesteps(state, batch["x0"].shape, mesh)
         weights = method.loss_weights(mtl_state(state.opt_state))
         chex.assert_shape(weights, (k,))
+        if normalize:  # mtl.normalize_weights: the ratios without the common scale.
+            weights = weights / jnp.sum(weights)
 
         inputs = (batch, t, noise, keys)
         # clustering.width_weighting: L_i -> f_i L_i, so g_i -> f_i g_i (1 when off).

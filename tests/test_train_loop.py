@@ -123,7 +123,7 @@ def test_dp_clusters_reach_the_train_state(tmp_path):
 
 
 @pytest.mark.slow
-def test_class_conditional_restart_is_bitwise_and_samples_with_guidance(tmp_path):
+def test_class_conditional_restart_is_bitwise_and_samples_with_guidance(tmp_path, steps_trace_once):
     """Labels (with label dropout) through training, resume and guided sampling."""
 
     def conditional(workdir, steps):

@@ -52,11 +52,6 @@ CORE = ("vanilla", "stratified", "ant_uw", "ant_nash", "ant_pcgrad", "min_snr")
 PILOT = ("vanilla", "ant_nash")
 
 
-def rows(names) -> list[sweep.Row]:
-    known = {row.name: row for row in table1.table1_rows() + table1.aggregator_rows()}
-    return [known[name] for name in names]
-
-
 def base_config():
     return sweep.override(fashion_mnist.get_config(), SCALE)
 
@@ -99,7 +94,7 @@ def estimate(timings: list[dict], names, steps: int, evals: int, samples: int, s
 
 
 def plan() -> str:
-    timings = [time_row(row, FLAGS.timing_steps) for row in rows(CORE)]
+    timings = [time_row(row, FLAGS.timing_steps) for row in table1.named(CORE)]
     return json.dumps(
         {
             "device": jax.devices()[0].device_kind,
@@ -126,8 +121,9 @@ def sweep_of(mode: str) -> str:
         tas_overrides=table1.TAS,
     )
     workdir = f"{FLAGS.workdir}/{mode}"
-    results = sweep.run_sweep(base_config(), rows(names), settings, workdir, FLAGS.stop_after_runs)
-    return sweep_report.write_report(workdir, rows(names), results)
+    rows = table1.named(names)
+    results = sweep.run_sweep(base_config(), rows, settings, workdir, FLAGS.stop_after_runs)
+    return sweep_report.write_report(workdir, rows, results)
 
 
 def main(argv):

@@ -154,6 +154,17 @@ def settings(checkpoints_from: str = "", eval_overrides: tuple = ()) -> sweep.Se
     )
 
 
+def catalogue() -> list[sweep.Row]:
+    """Every row of this module: the table's, the diagnostics and the aggregator screen."""
+    return table1_rows() + diagnostic_rows() + aggregator_rows()
+
+
+def named(names) -> list[sweep.Row]:
+    """The catalogue's rows of `names`, in that order (other scripts' row sets)."""
+    known = {row.name: row for row in catalogue()}
+    return [known[name] for name in names]
+
+
 def select_rows(catalogue: list[sweep.Row], default: list[sweep.Row]) -> list[sweep.Row]:
     """--rows (names of `catalogue`, in that order) or `default`."""
     if not FLAGS.rows:
@@ -176,8 +187,7 @@ def run_table(base, rows: list[sweep.Row], workdir: str, run_settings: sweep.Set
 
 
 def reproduce(workdir: str) -> str:
-    catalogue = table1_rows() + diagnostic_rows() + aggregator_rows()
-    rows = select_rows(catalogue, table1_rows())
+    rows = select_rows(catalogue(), table1_rows())
     return run_table(sweep.override(fashion_mnist.get_config(), SCALE), rows, workdir, settings())
 
 

@@ -25,20 +25,12 @@ from diffmtl.analysis import sweep
 from diffmtl.errors import exit_on_user_error
 
 FLAGS = flags.FLAGS
-ANT = table1.ANT
 UNGUIDED = (("sampling.guidance_scale", 1.0),)
 
 
 def table2_rows() -> list[sweep.Row]:
-    """Vanilla first (the baseline of the paired differences)."""
-    k1 = {"clustering.k": 1, "clustering.method": "uniform", "mtl.method": "equal"}
-    row = sweep.Row
-    return [
-        row("vanilla", "vanilla (k = 1)", "core", k1),
-        row("min_snr", "Min-SNR-5", "core", {**k1, "diffusion.loss_weighting": "min_snr"}),
-        row("ant_uw", "ANT-UW", "core", {**ANT, "mtl.method": "uw"}),
-        row("ant_nash", "ANT-Nash-MTL", "core", {**ANT, "mtl.method": "nash_mtl"}),
-    ]
+    """Table 1's rows of these names; vanilla first (the baseline of the paired differences)."""
+    return table1.named(("vanilla", "min_snr", "ant_uw", "ant_nash"))
 
 
 def reproduce(workdir: str) -> str:

@@ -248,7 +248,7 @@ def test_the_accelerator_sweep_is_valid_at_its_scale_and_its_estimate_adds_up():
     from benchmarks import reproduce_accelerator as accelerator
     from diffmtl import config_validation
 
-    for row in accelerator.rows(accelerator.CORE):
+    for row in reproduce_table1.named(accelerator.CORE):
         config_validation.validate(sweep.override(accelerator.base_config(), row.overrides), 8)
     timings = [
         {"row": "vanilla", "step_s": 0.02, "sample_batch_s": 3.0},

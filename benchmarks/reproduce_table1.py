@@ -16,7 +16,9 @@ samples of the same noise) at --num_evals evenly spaced checkpoints. Rows (PAPER
 and, for round 2 (docs/results.md; not in the default --rows): diagnostics (ANT-UW with the
 log-variances' rate 0.0025 and frozen after step 150, and both UW rates with their weights
 normalized to sum 1 (mtl.normalize_weights: the ratios without the scale); the stratified batch
-and ANT-Nash-MTL over uniform clusters; the stratified batch with clustering.width_weighting)
+and ANT-Nash-MTL over uniform clusters; the stratified batch with clustering.width_weighting;
+the scale rows: vanilla and ANT-Nash-MTL with the gradient rescaled to norm 1 before AdamW
+(train.fixed_grad_norm) and with AdamW's beta2 0.99)
 and the aggregator screen (every other MTL method of the library as ANT, and continuous UW at
 k = 1).
 A re-evaluation (--checkpoints_from=<a sweep's workdir> and --eval_overrides) trains nothing and
@@ -60,24 +62,24 @@ TAS = (
     ("analysis.tas_chunk_size", 2),
 )
 ANT = {"clustering.k": 5, "clustering.method": "log_snr"}
+K1 = {"clustering.k": 1, "clustering.method": "uniform", "mtl.method": "equal"}
 
 
 def table1_rows() -> list[sweep.Row]:
     """The reproduction's rows; vanilla first (the baseline, and the gradient rows' TAS)."""
-    k1 = {"clustering.k": 1, "clustering.method": "uniform", "mtl.method": "equal"}
 
     def ant(method: str, **fields) -> dict:
         return {**ANT, "mtl.method": method, **fields}
 
     row = sweep.Row
     return [
-        row("vanilla", "vanilla (k = 1)", "core", k1),
+        row("vanilla", "vanilla (k = 1)", "core", K1),
         row("stratified", "stratified, equal weights", "core", ant("equal")),
         row("ant_uw", "ANT-UW", "core", ant("uw")),
         row("ant_nash", "ANT-Nash-MTL", "core", ant("nash_mtl")),
         row("ant_pcgrad", "ANT-PCGrad", "core", ant("pcgrad")),
-        row("p2", "P2 (gamma 1)", "core", {**k1, "diffusion.loss_weighting": "p2"}),
-        row("min_snr", "Min-SNR-5", "core", {**k1, "diffusion.loss_weighting": "min_snr"}),
+        row("p2", "P2 (gamma 1)", "core", {**K1, "diffusion.loss_weighting": "p2"}),
+        row("min_snr", "Min-SNR-5", "core", {**K1, "diffusion.loss_weighting": "min_snr"}),
         row("ant_uw_timestep", "ANT-UW, timestep clusters", "clustering",
             ant("uw", **{"clustering.method": "timestep"})),
         row("ant_uw_snr", "ANT-UW, raw-SNR clusters", "clustering",
@@ -109,6 +111,14 @@ def diagnostic_rows() -> list[sweep.Row]:
         row("ant_uw_lr0025_normalized", "ANT-UW, s rate 0.0025, normalized", "diagnostic",
             {**ANT, "mtl.method": "uw", "mtl.uw.learning_rate": 0.0025,
              "mtl.normalize_weights": True}),
+        # The scale confound: AdamW fed a gradient of fixed norm, or tracking it faster.
+        row("vanilla_fixed_norm", "vanilla, gradient norm fixed", "scale",
+            {**K1, "train.fixed_grad_norm": 1.0}),
+        row("ant_nash_fixed_norm", "ANT-Nash-MTL, gradient norm fixed", "scale",
+            {**ANT, "mtl.method": "nash_mtl", "train.fixed_grad_norm": 1.0}),
+        row("vanilla_b2_099", "vanilla, AdamW beta2 0.99", "scale", {**K1, "train.adam_b2": 0.99}),
+        row("ant_nash_b2_099", "ANT-Nash-MTL, AdamW beta2 0.99", "scale",
+            {**ANT, "mtl.method": "nash_mtl", "train.adam_b2": 0.99}),
     ]  # fmt: skip
 
 

@@ -130,6 +130,8 @@ def get_config(variant: str = "ant") -> ml_collections.ConfigDict:
     config.train.adam_eps = 1e-8  # AdamW epsilon.
     config.train.weight_decay = 0.0  # AdamW weight decay (the paper: 0).
     config.train.grad_clip_norm = 1.0  # Clip the combined gradient's global norm (0 = off).
+    # > 0: rescale the combined gradient to this global norm instead (a diagnostic of round 2).
+    config.train.fixed_grad_norm = 0.0
     config.train.ema_decay = 0.999  # EMA decay cap; warm-up min(cap, (1 + s) / (10 + s)).
     # Steps with a non-finite loss or gradient are skipped; this many in a row stop the run.
     config.train.max_consecutive_skips = 10

@@ -174,6 +174,10 @@ def _check_train(config, num_devices: int) -> None:
     require(cfg.warmup_steps >= 0, f"train.warmup_steps={cfg.warmup_steps} must be >= 0 (0: none)")
     require(cfg.weight_decay >= 0, f"train.weight_decay={cfg.weight_decay} must be >= 0")
     require(cfg.grad_clip_norm >= 0, f"train.grad_clip_norm={cfg.grad_clip_norm} must be >= 0")
+    require(
+        cfg.fixed_grad_norm >= 0,
+        f"train.fixed_grad_norm={cfg.fixed_grad_norm} must be >= 0 (0: off)",
+    )
     for field in ("adam_b1", "adam_b2"):
         require(0 <= cfg[field] < 1, f"train.{field}={cfg[field]} must be in [0, 1)")
     require(cfg.adam_eps > 0, f"train.adam_eps={cfg.adam_eps} must be > 0")

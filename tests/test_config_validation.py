@@ -40,6 +40,7 @@ def test_default_config_is_valid_on_1_and_3_devices():
         ("train.warmup_steps", -3, r"train.warmup_steps=-3 must be >= 0"),
         ("train.adam_b2", 1.0, r"train.adam_b2=1.0 must be in \[0, 1\)"),
         ("train.weight_decay", -0.1, "train.weight_decay=-0.1 must be >= 0"),
+        ("train.fixed_grad_norm", -1.0, "train.fixed_grad_norm=-1.0 must be >= 0"),
         ("mtl.method", "equal", None),  # placeholder replaced below
         ("image_folder:data.image_size", 30, "data.image_size=30 cannot be halved 2 times"),
         ("model.num_groups", 5, "model.num_groups=5 must divide"),

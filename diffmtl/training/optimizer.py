@@ -1,4 +1,11 @@
-"""The optax chain: the MTL method first (it turns per-cluster gradients into one), then AdamW."""
+"""The optax chain: the MTL method first (it turns per-cluster gradients into one), then AdamW.
+
+Between them, either a clip of the combined gradient's global norm (train.grad_clip_norm) or, for
+round 2's scale diagnostic (docs/results.md), a rescale of it to a fixed global norm
+(train.fixed_grad_norm > 0): AdamW then sees a gradient whose scale does not drift, as Nash-MTL's
+does not right after each solve, and a run's gain from a method can be told from its gain from
+the scale.
+"""
 
 from __future__ import annotations
 
@@ -16,11 +23,14 @@ def learning_rate_schedule(config) -> optax.Schedule:
 
 
 def make_optimizer(config, num_tasks: int) -> optax.GradientTransformationExtraArgs:
-    """chain(MTL method, [clip by global norm], AdamW); its state is (mtl_state, ...)."""
+    """chain(MTL method, [clip by global norm | rescale to a fixed norm], AdamW); its state is
+    (mtl_state, ...)."""
     cfg = config.train
     method = mtl.method(config.mtl.method)
     links = [method.make(num_tasks, config.mtl)]
-    if cfg.grad_clip_norm > 0 and not method.clips_updates:
+    if cfg.fixed_grad_norm > 0:
+        links.append(optax.normalize_by_update_norm(cfg.fixed_grad_norm, eps=1e-12))
+    elif cfg.grad_clip_norm > 0 and not method.clips_updates:
         links.append(optax.clip_by_global_norm(cfg.grad_clip_norm))
     links.append(
         optax.adamw(

@@ -5,9 +5,11 @@ forward GFLOPs.
 
 Prints JSON with, measured in one run (the machine is shared: ratios, not absolute times):
   - matmul_gflops_per_s: a float32 [M, D] x [D, 4D] matmul of the DiT step's own token count M
-    and width D (the shape of its MLP), the best of --steps;
+    and width D (the shape of its MLP), the best of 50;
   - for the Fashion-MNIST DiT and the default UNet: the training step's GFLOP/s (XLA's FLOP
     count of the compiled step / its median time) and its ratio to the matmul's;
+  - for each of --latent_variants: the same for configs/imagenet256_dit.py's step at 32x32x4
+    (random latent-shaped arrays, --latent_batch_size), against a matmul of its own MLP shape;
   - for each of --variants: forward GFLOPs per image at 32x32x4 (XLA's count of the lowered
     forward, in multiply-adds, i.e. FLOPs / 2, the DiT paper's convention: fvcore counts one
     multiply-add as one flop), against the paper's (XL/2: 118.6).
@@ -21,13 +23,14 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from absl import app, flags
 
 from configs import fashion_mnist, fashion_mnist_dit, imagenet256_dit
-from diffmtl import models
+from diffmtl import models, sharding
 from diffmtl.data import pipeline
 from diffmtl.models import dit
-from diffmtl.training import experiment
+from diffmtl.training import dry_run, experiment
 
 FLAGS = flags.FLAGS
 PAPER_GFLOPS = {"DiT-XL/2": 118.6}  # PAPER.md section 6
@@ -50,13 +53,35 @@ def matmul_gflops(m: int, d: int, steps: int) -> float:
     return 2 * m * d * 4 * d / min(_timed(lambda: matmul(a, b), steps)) / 1e9
 
 
+MATMUL_REPEATS = 50  # The matmul takes milliseconds: its best of 50 is a stable reference.
+
+
 def step_gflops(config, steps: int) -> dict:
     """GFLOP/s of the config's weighted-loss training step on one device."""
-    devices = jax.devices()[:1]
-    exp = experiment.build_experiment(config, devices)
-    state = experiment.initial_state(config, exp)
+    exp = experiment.build_experiment(config, jax.devices()[:1])
     data = pipeline.GlobalBatchIterator(exp.source, config.seed, exp.layout, exp.mesh)
-    batch = next(data)
+    return _time_step(exp, experiment.initial_state(config, exp), next(data), steps)
+
+
+def latent_step_gflops(variant: str, batch_size: int, steps: int) -> dict:
+    """GFLOP/s of configs/imagenet256_dit.py's step with `variant` on one device, on random
+    arrays of its 32x32x4 latent batch (posterior mean and std, labels)."""
+    config = imagenet256_dit.get_config()
+    config.model.variant = variant
+    config.train.batch_size = batch_size
+    exp = experiment.build_experiment(config, jax.devices()[:1], with_data=False)
+    _, abstract = dry_run.abstract_inputs(config, exp)
+    rng = np.random.default_rng(0)
+    batch = {
+        "x0": rng.normal(size=abstract["x0"].shape).astype(np.float32),
+        "x0_std": np.full(abstract["x0_std"].shape, 0.05, np.float32),
+        "label": rng.integers(0, 1000, abstract["label"].shape).astype(np.int32),
+    }
+    batch = {k: jax.device_put(v, sharding.batch_sharding(exp.mesh, 2)) for k, v in batch.items()}
+    return _time_step(exp, experiment.initial_state(config, exp), batch, steps)
+
+
+def _time_step(exp, state, batch, steps: int) -> dict:
     step = exp.train_step[False]
     compiled = step.lower(state, batch).compile()
     analysis = compiled.cost_analysis()
@@ -92,7 +117,7 @@ def main(argv):
     dit_config = fashion_mnist_dit.get_config()
     _, d, _, p = dit.parse_variant(dit_config.model.variant)
     tokens = dit_config.train.batch_size * (28 // p) ** 2
-    matmul = matmul_gflops(tokens, d, FLAGS.steps)
+    matmul = matmul_gflops(tokens, d, MATMUL_REPEATS)
     result = {"device": jax.devices()[0].device_kind, "matmul_gflops_per_s": matmul}
     for name, config in (
         ("fashion_mnist_dit", dit_config),
@@ -101,6 +126,16 @@ def main(argv):
         config.train.num_microbatches = 1
         figures = step_gflops(config, FLAGS.steps)
         result[name] = {**figures, "ratio_to_matmul": figures["gflops_per_s"] / matmul}
+    for variant in FLAGS.latent_variants:
+        _, d, _, p = dit.parse_variant(variant)
+        own = matmul_gflops(FLAGS.latent_batch_size * (32 // p) ** 2, d, MATMUL_REPEATS)
+        figures = latent_step_gflops(variant, FLAGS.latent_batch_size, FLAGS.steps)
+        result[f"latent_{variant}"] = {
+            **figures,
+            "batch_size": FLAGS.latent_batch_size,
+            "matmul_gflops_per_s": own,
+            "ratio_to_matmul": figures["gflops_per_s"] / own,
+        }
     result["forward_gmacs_per_image"] = {
         v: {"ours": forward_gmacs(v), "paper": PAPER_GFLOPS.get(v)} for v in FLAGS.variants
     }
@@ -110,4 +145,6 @@ def main(argv):
 if __name__ == "__main__":
     flags.DEFINE_integer("steps", 5, "Timed repetitions (after one compile run).")
     flags.DEFINE_list("variants", ["DiT-S/2", "DiT-XL/2"], "Variants whose forward is counted.")
+    flags.DEFINE_list("latent_variants", ["DiT-S/2"], "Variants whose 32x32x4 step is timed.")
+    flags.DEFINE_integer("latent_batch_size", 20, "Their batch (k = 5 divides it).")
     app.run(main)

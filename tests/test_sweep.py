@@ -317,12 +317,13 @@ def test_loss_weights_are_read_back_from_the_events_at_the_nearest_logged_step(t
     writer = metric_writers.create_default_writer(str(tmp_path), asynchronous=False)
     for step in (20, 40, 60):
         weights = {f"train/loss_weights/cluster_{i}": 0.1 * (i + 1) * step for i in range(3)}
-        writer.write_scalars(step, {**weights, "train/loss": 1.0})
+        writer.write_scalars(step, {**weights, "train/loss": 1.0, "train/update_norm": step / 1e3})
     writer.flush()
     table = loss_weights.weights_at(str(tmp_path), [35, 100])
     assert list(table) == ["40", "60"]
     np.testing.assert_allclose(table["40"]["weights"], [4.0, 8.0, 12.0])
     assert table["60"]["max_over_min"] == pytest.approx(3.0)
+    assert table["60"]["update_norm"] == pytest.approx(0.06)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no train/loss_weights"):
         loss_weights.weights_at(str(tmp_path / "empty"), [1])

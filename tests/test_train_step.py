@@ -233,3 +233,16 @@ def test_ahead_of_time_programs_step_bitwise_as_the_jitted_ones(devices):
         fresh = experiment.initial_state(config, exp)
         ahead = compiled.train_step[flag](experiment.initial_state(config, exp), batch)
         chex.assert_trees_all_equal(ahead, exp.train_step[flag](fresh, batch))
+
+
+def test_update_norm_is_the_norm_of_the_parameters_change(devices):
+    config = config_for()
+    exp = experiment.build_experiment(config, devices[:1])
+    state = experiment.initial_state(config, exp)
+    before = jax.device_get(state.params)
+    batch = next(input_pipeline.GlobalBatchIterator(exp.source, 0, exp.layout, exp.mesh))
+    state, metrics = exp.train_step[False](state, batch)
+    change = jax.tree.map(np.subtract, jax.device_get(state.params), before)
+    expected = np.sqrt(sum(np.sum(np.square(c, dtype=np.float64)) for c in jax.tree.leaves(change)))
+    assert expected > 0
+    np.testing.assert_allclose(metrics["update_norm"], expected, rtol=1e-5)

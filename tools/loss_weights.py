@@ -4,8 +4,9 @@ clusters' weights drift (docs/results.md, round 2: UW's weights running away).
   python -m tools.loss_weights --runs=RUN_DIR,RUN_DIR,... [--steps=100,300,600]
 
 Prints JSON per run: at each logged step nearest to --steps, the weights w_0..w_{k-1}
-('train/loss_weights/cluster_<i>', the mean over the log interval) and the ratio of the largest
-to the smallest.
+('train/loss_weights/cluster_<i>', the mean over the log interval), the ratio of the largest
+to the smallest and, where the run logged it, the parameters' step ('train/update_norm': the
+norm of AdamW's update, the learning rate included).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from absl import app, flags
 
 FLAGS = flags.FLAGS
 PREFIX = "train/loss_weights/cluster_"
+UPDATE_NORM = "train/update_norm"
 
 
 def read_scalars(workdir: str, prefix: str) -> dict[str, dict[int, float]]:
@@ -43,7 +45,9 @@ def read_scalars(workdir: str, prefix: str) -> dict[str, dict[int, float]]:
 
 def weights_at(workdir: str, steps: list[int]) -> dict[str, dict]:
     """{step: {'weights': [k], 'max_over_min': r}} at the logged steps nearest to `steps`."""
-    scalars = read_scalars(workdir, PREFIX)
+    scalars = read_scalars(workdir, "train/")
+    update_norm = scalars.pop(UPDATE_NORM, {})
+    scalars = {tag: values for tag, values in scalars.items() if tag.startswith(PREFIX)}
     if not scalars:
         raise ValueError(f"{workdir} has no {PREFIX}* scalars in its TensorBoard events")
     tags = sorted(scalars, key=lambda tag: int(tag.removeprefix(PREFIX)))
@@ -56,6 +60,8 @@ def weights_at(workdir: str, steps: list[int]) -> dict[str, dict]:
             "weights": w.round(4).tolist(),
             "max_over_min": float(w.max() / w.min()),
         }
+        if nearest in update_norm:
+            out[str(nearest)]["update_norm"] = update_norm[nearest]
     return out
 
 

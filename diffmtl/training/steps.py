@@ -253,7 +253,9 @@ def make_train_step(
     max_traces > 0: chex.assert_max_traces (tests: a step that re-traces, so re-compiles, fails).
 
     metrics: loss (mean of task_losses), weighted_loss (sum_i w_i L_i), task_losses [k],
-    loss_weights [k] (the MTL method's w used by this step), skipped (1.0 if skipped).
+    loss_weights [k] (the MTL method's w used by this step), skipped (1.0 if skipped),
+    update_norm (the global norm of the parameters' change: AdamW's step, learning rate
+    included, 0 when skipped; how a method's gradient scale reaches the parameters).
 
     Non-finite guard: when a task loss or a gradient is not finite, the step changes nothing but
     `step` (so the next step draws new noise) and `consecutive_skips`; parameters, EMA, optimizer
@@ -337,6 +339,7 @@ def make_train_step(
             "weighted_loss": jnp.dot(weights, task_losses),
             "task_losses": task_losses,
             "loss_weights": weights,
+            "update_norm": optax.global_norm(jax.tree.map(jnp.subtract, params, state.params)),
         }
         metrics.update(method.metrics(mtl_state(opt_state)))
         return new_state, metrics

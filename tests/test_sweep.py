@@ -307,6 +307,7 @@ def test_round_two_picks_the_screens_best_two_new_aggregators_and_prints_its_sta
     for stage in ("diagnostics", "ancestral", "screen"):
         rows = next(a for a in round2.stage_args(stage) if a.startswith("--rows="))
         assert set(rows.removeprefix("--rows=").split(",")) <= known
+    assert set(round2.LONG_CORE) <= known
 
 
 def test_loss_weights_are_read_back_from_the_events_at_the_nearest_logged_step(tmp_path):

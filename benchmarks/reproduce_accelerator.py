@@ -1,7 +1,7 @@
 """The Table 1 reproduction at accelerator scale, in one command: plan, pilot, or the whole sweep.
 
   python -m benchmarks.reproduce_accelerator --mode=plan    # times each row's step: JSON estimate
-  python -m benchmarks.reproduce_accelerator --mode=pilot   # ~10 GPU minutes: vanilla vs ANT-Nash
+  python -m benchmarks.reproduce_accelerator --mode=pilot   # ~10 GPU minutes: vanilla, ANT-Nash
   python -m benchmarks.reproduce_accelerator --mode=full    # the core rows x 3 seeds (hours)
 
 The scale (SCALE below, on top of reproduce_table1's rows and configs/fashion_mnist.py): the
@@ -10,7 +10,8 @@ both divide it), 30x the CPU budget (18,000 steps), 5 evaluations of 5,000 DDIM-
 `plan` compiles each row's step on this machine, times --timing_steps of it and one sampling
 batch, and prints the wall time of the full sweep and of the pilot from those measurements
 (per-row step times differ: per-cluster-gradient steps of Nash-MTL and PCGrad). `pilot` runs
-vanilla and ANT-Nash-MTL for one seed at --pilot_steps with 2 evaluations of 2,000 samples, the
+vanilla, ANT-Nash-MTL and vanilla fed a fixed-norm gradient (the control docs/results.md's
+diagnostics call for) for one seed at --pilot_steps with 2 evaluations of 2,000 samples, the
 sweep's workdir and resume as reproduce_table1. `full` is the same sweep at SCALE: it resumes,
 so it can be spread over several allocations (--stop_after_runs).
 Not run yet: no accelerator was available when it was written (README: Status).
@@ -48,8 +49,16 @@ SCALE = {
     "log_every_steps": 100,
 }
 FULL = {"steps": 18_000, "evals": 5, "samples": 5_000, "seeds": (0, 1, 2)}
-CORE = ("vanilla", "stratified", "ant_uw", "ant_nash", "ant_pcgrad", "min_snr")
-PILOT = ("vanilla", "ant_nash")
+CORE = (
+    "vanilla",
+    "stratified",
+    "ant_uw",
+    "ant_nash",
+    "ant_pcgrad",
+    "min_snr",
+    "vanilla_fixed_norm",
+)
+PILOT = ("vanilla", "ant_nash", "vanilla_fixed_norm")
 
 
 def base_config():
@@ -139,7 +148,7 @@ def define_flags() -> None:
     flags.DEFINE_enum("mode", "plan", ["plan", "pilot", "full"], "What to run (module doc).")
     flags.DEFINE_string("workdir", "workdirs/accelerator", "Sweeps go to <workdir>/<mode>.")
     flags.DEFINE_integer("timing_steps", 20, "plan: timed steps per row (after one compile run).")
-    flags.DEFINE_integer("pilot_steps", 6_000, "pilot: the step budget (10x the CPU sweep's).")
+    flags.DEFINE_integer("pilot_steps", 4_000, "pilot: the step budget (6.7x the CPU sweep's).")
     flags.DEFINE_integer("stop_after_runs", 0, "Stop after this many runs did work (0: finish).")
     flags.DEFINE_string("compile_cache", "workdirs/jax_cache", "Persistent XLA compile cache.")
 

@@ -18,7 +18,7 @@ log-variances' rate 0.0025 and frozen after step 150, and both UW rates with the
 normalized to sum 1 (mtl.normalize_weights: the ratios without the scale); the stratified batch
 and ANT-Nash-MTL over uniform clusters; the stratified batch with clustering.width_weighting;
 the scale rows: vanilla and ANT-Nash-MTL with the gradient rescaled to norm 1 before AdamW
-(train.fixed_grad_norm) and with AdamW's beta2 0.99)
+(train.fixed_grad_norm), with AdamW's beta2 0.99 and with twice the learning rate)
 and the aggregator screen (every other MTL method of the library as ANT, and continuous UW at
 k = 1).
 A re-evaluation (--checkpoints_from=<a sweep's workdir> and --eval_overrides) trains nothing and
@@ -119,6 +119,11 @@ def diagnostic_rows() -> list[sweep.Row]:
         row("vanilla_b2_099", "vanilla, AdamW beta2 0.99", "scale", {**K1, "train.adam_b2": 0.99}),
         row("ant_nash_b2_099", "ANT-Nash-MTL, AdamW beta2 0.99", "scale",
             {**ANT, "mtl.method": "nash_mtl", "train.adam_b2": 0.99}),
+        # Larger steps alone: the fixed norm made vanilla's steps larger over steps 100-300.
+        row("vanilla_lr1e3", "vanilla, learning rate 1e-3", "scale",
+            {**K1, "train.learning_rate": 1e-3}),
+        row("ant_nash_lr1e3", "ANT-Nash-MTL, learning rate 1e-3", "scale",
+            {**ANT, "mtl.method": "nash_mtl", "train.learning_rate": 1e-3}),
     ]  # fmt: skip
 
 

@@ -59,7 +59,7 @@ def stage_args(stage: str) -> list[str]:
         rows = "vanilla,stratified,ant_uw,ant_nash,ant_uw_lr0025,ant_uw_frozen150,"
         rows += "stratified_uniform,stratified_ww,ant_nash_uniform,ant_uw_normalized,"
         rows += "ant_uw_lr0025_normalized,vanilla_fixed_norm,ant_nash_fixed_norm,vanilla_b2_099,"
-        rows += "ant_nash_b2_099"
+        rows += "ant_nash_b2_099,vanilla_lr1e3,ant_nash_lr1e3"
         return [*table1, f"--workdir={DIAGNOSTICS}", f"--rows={rows}"]
     if stage == "ancestral":
         return [

@@ -115,15 +115,17 @@ def diagnostic_rows() -> list[sweep.Row]:
         row("vanilla_fixed_norm", "vanilla, gradient norm fixed", "scale",
             {**K1, "train.fixed_grad_norm": 1.0}),
         row("ant_nash_fixed_norm", "ANT-Nash-MTL, gradient norm fixed", "scale",
-            {**ANT, "mtl.method": "nash_mtl", "train.fixed_grad_norm": 1.0}),
+            {**ANT, "mtl.method": "nash_mtl", "train.fixed_grad_norm": 1.0},
+            control="vanilla_fixed_norm"),
         row("vanilla_b2_099", "vanilla, AdamW beta2 0.99", "scale", {**K1, "train.adam_b2": 0.99}),
         row("ant_nash_b2_099", "ANT-Nash-MTL, AdamW beta2 0.99", "scale",
-            {**ANT, "mtl.method": "nash_mtl", "train.adam_b2": 0.99}),
+            {**ANT, "mtl.method": "nash_mtl", "train.adam_b2": 0.99}, control="vanilla_b2_099"),
         # Larger steps alone: the fixed norm made vanilla's steps larger over steps 100-300.
         row("vanilla_lr1e3", "vanilla, learning rate 1e-3", "scale",
             {**K1, "train.learning_rate": 1e-3}),
         row("ant_nash_lr1e3", "ANT-Nash-MTL, learning rate 1e-3", "scale",
-            {**ANT, "mtl.method": "nash_mtl", "train.learning_rate": 1e-3}),
+            {**ANT, "mtl.method": "nash_mtl", "train.learning_rate": 1e-3},
+            control="vanilla_lr1e3"),
     ]  # fmt: skip
 
 

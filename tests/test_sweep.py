@@ -141,6 +141,25 @@ def test_the_summary_is_mean_and_sample_std_with_paired_differences():
     )
 
 
+def test_matched_pairs_compare_a_row_with_its_control_on_their_common_seeds():
+    """ant_uw against its control ant_k2 on seeds 0 and 1 (the control lacks seed 2): the
+    differences by hand; rows without a control, or whose control never finished, add nothing."""
+    data = _fake_results({
+        "vanilla": [[80.0, 60.0]] * 3,
+        "ant_k2": [[70.0, 50.0], [72.0, 54.0]],
+        "ant_uw": [[60.0, 52.0], [75.0, 50.0], [1.0, 1.0]],
+    })  # fmt: skip
+    control = sweep.Row("ant_k2", "k2", "core", {})
+    rows = [VANILLA, control, dataclasses.replace(ANT_UW, control="ant_k2")]
+    lines = sweep_report.matched_pairs_table(data, rows).splitlines()
+    assert lines[0] == "| row | against | dFID@2 | dFID@4 | wins | dFID@4 per seed |"
+    # step 2: -10, +3 (mean -3.5, sd 9.19); step 4: +2, -4 (mean -1, sd 4.24)
+    assert lines[2] == "| ANT-UW | k2 | -3.5 ± 9.2 | -1.0 ± 4.2 | 1/2 | +2.0 / -4.0 |"
+    assert len(lines) == 3
+    orphan = [VANILLA, dataclasses.replace(ANT_UW, control="missing")]
+    assert sweep_report.matched_pairs_table(data, orphan) == ""
+
+
 def test_results_of_other_settings_are_refused(tmp_path):
     sweep.Results(str(tmp_path), _settings()).save()
     sweep.Results(str(tmp_path), _settings())  # the same settings resume

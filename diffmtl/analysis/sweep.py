@@ -40,12 +40,15 @@ from diffmtl.training import checkpointing, experiment, loop, resume
 
 @dataclasses.dataclass(frozen=True)
 class Row:
-    """One table row: `overrides` maps dotted config fields to values ('mtl.method': 'uw')."""
+    """One table row: `overrides` maps dotted config fields to values ('mtl.method': 'uw').
+    `control`: the row it is also compared with, seed by seed, in the report's matched pairs
+    (a variant of the baseline with the same change, e.g. both at another learning rate)."""
 
     name: str
     label: str
     group: str
     overrides: dict
+    control: str = ""
 
 
 @dataclasses.dataclass(frozen=True)

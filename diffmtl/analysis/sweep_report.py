@@ -140,6 +140,39 @@ def per_seed_table(data: dict, summary: dict) -> str:
     return "\n".join(lines)
 
 
+def matched_pairs_table(data: dict, rows: list[sweep.Row]) -> str:
+    """One line per row with a `control` that both finished on some seed: the paired FID
+    difference row - control (mean ± sd over their common seeds) at every evaluation step, the
+    wins at the last, and the per-seed differences at the last ('' when there is none)."""
+    steps, final = data["settings"]["eval_steps"], data["settings"]["num_train_steps"]
+    labels = {row.name: row.label for row in rows}
+    lines = []
+    for row in rows:
+        if not row.control:
+            continue
+        evals = finished_evals(data, row.name, steps)
+        base = finished_evals(data, row.control, steps)
+        seeds = sorted(set(evals) & set(base))
+        if not seeds:
+            continue
+        deltas = np.array([[evals[s][t]["fid"] - base[s][t]["fid"] for t in steps] for s in seeds])
+        cells = " | ".join(_cell(_spread(deltas[:, i]), 1) for i in range(len(steps)))
+        per_seed = " / ".join(f"{d:+.1f}" for d in deltas[:, -1])
+        wins = f"{int(np.sum(deltas[:, -1] < 0))}/{len(seeds)}"
+        lines.append(
+            f"| {row.label} | {labels.get(row.control, row.control)} | {cells} | {wins} "
+            f"| {per_seed} |"
+        )
+    if not lines:
+        return ""
+    header = " | ".join(f"dFID@{t}" for t in steps)
+    return "\n".join([
+        f"| row | against | {header} | wins | dFID@{final} per seed |",
+        "|---|---|" + "---|" * len(steps) + "---|---|",
+        *lines,
+    ])  # fmt: skip
+
+
 def plot_convergence(path: str, data: dict, summary: dict) -> None:
     """Mean FID against training step per row, one panel per row group, min-max band over seeds;
     the baseline (the first row, dashed) in every panel."""
@@ -170,7 +203,11 @@ def write_report(workdir: str, rows: list[sweep.Row], results: sweep.Results) ->
     final = data["settings"]["num_train_steps"]
     table = markdown_table(summary, final)
     seeds = per_seed_table(data, summary) if summary else ""
-    (epath.Path(workdir) / "results.md").write_text(f"{table}\n\nPer seed:\n\n{seeds}\n")
+    report = f"{table}\n\nPer seed:\n\n{seeds}\n"
+    pairs = matched_pairs_table(data, rows)
+    if pairs:
+        report += f"\nMatched pairs (each row against its control, seed by seed):\n\n{pairs}\n"
+    (epath.Path(workdir) / "results.md").write_text(report)
     if summary:
         plot_convergence(os.path.join(workdir, "convergence.png"), data, summary)
     return table

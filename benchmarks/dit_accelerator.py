@@ -25,7 +25,6 @@ import numpy as np
 from absl import app, flags
 
 from configs import imagenet256_dit
-from diffmtl import sharding
 from diffmtl.training import dry_run, experiment
 
 FLAGS = flags.FLAGS
@@ -39,15 +38,6 @@ def peak_tflops() -> float | None:
     return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in kind), None)
 
 
-def random_batch(config, exp) -> dict:
-    _, abstract = dry_run.abstract_inputs(config, exp)
-    rng = np.random.default_rng(0)
-    x0 = rng.normal(size=abstract["x0"].shape).astype(np.float32)
-    labels = rng.integers(0, config.data.num_classes, abstract["label"].shape).astype(np.int32)
-    shard = sharding.batch_sharding(exp.mesh, 2)
-    return {"x0": jax.device_put(x0, shard), "label": jax.device_put(labels, shard)}
-
-
 def measure(variant: str, dtype: str, batch_size: int) -> dict:
     config = imagenet256_dit.get_config()
     config.model.variant, config.model.dtype = variant, dtype
@@ -56,7 +46,7 @@ def measure(variant: str, dtype: str, batch_size: int) -> dict:
     devices = jax.devices()[:1]
     exp = experiment.build_experiment(config, devices, with_data=False)
     state = experiment.initial_state(config, exp)
-    batch = random_batch(config, exp)
+    batch = dry_run.random_inputs(config, exp)
     step = exp.train_step[False]
     compiled = step.lower(state, batch).compile()
     analysis = compiled.cost_analysis()

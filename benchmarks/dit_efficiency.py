@@ -23,11 +23,10 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import app, flags
 
 from configs import fashion_mnist, fashion_mnist_dit, imagenet256_dit
-from diffmtl import models, sharding
+from diffmtl import models
 from diffmtl.data import pipeline
 from diffmtl.models import dit
 from diffmtl.training import dry_run, experiment
@@ -70,14 +69,7 @@ def latent_step_gflops(variant: str, batch_size: int, steps: int) -> dict:
     config.model.variant = variant
     config.train.batch_size = batch_size
     exp = experiment.build_experiment(config, jax.devices()[:1], with_data=False)
-    _, abstract = dry_run.abstract_inputs(config, exp)
-    rng = np.random.default_rng(0)
-    batch = {
-        "x0": rng.normal(size=abstract["x0"].shape).astype(np.float32),
-        "x0_std": np.full(abstract["x0_std"].shape, 0.05, np.float32),
-        "label": rng.integers(0, 1000, abstract["label"].shape).astype(np.int32),
-    }
-    batch = {k: jax.device_put(v, sharding.batch_sharding(exp.mesh, 2)) for k, v in batch.items()}
+    batch = dry_run.random_inputs(config, exp)
     return _time_step(exp, experiment.initial_state(config, exp), batch, steps)
 
 

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -100,6 +101,13 @@ def test_every_shipped_config_lowers_at_its_real_model_size(path, devices, tmp_p
     for with_task_grads in dry_run.used_steps(config, exp):
         lowered = exp.train_step[with_task_grads].lower(state, batch)
         assert "stablehlo" in lowered.as_text(dialect="stablehlo")[:20000]
+    # The benchmarks' concrete stand-in is that batch: same keys, shapes, dtypes and shardings.
+    concrete = dry_run.random_inputs(config, exp)
+    chex.assert_trees_all_equal_shapes_and_dtypes(concrete, batch)
+    assert all(concrete[key].sharding == batch[key].sharding for key in batch)
+    if "label" in batch:
+        labels = np.asarray(concrete["label"])
+        assert labels.min() >= 0 and labels.max() < config.data.num_classes
 
 
 def test_the_other_shipped_configs_share_a_compiled_step(devices):

@@ -149,6 +149,21 @@ def abstract_inputs(config, exp: experiment.Experiment) -> tuple:
     return state, batch
 
 
+def random_inputs(config, exp: experiment.Experiment, seed: int = 0) -> dict[str, jax.Array]:
+    """A concrete batch of abstract_inputs' shapes, on its sharding (benchmarks and tests time or
+    run the real step without data): x0 [M, k, N, *example] ~ N(0, 1); x0_std (sampled latent
+    posteriors) ~ U(0, 0.1); label [M, k, N] uniform over the classes."""
+    _, abstract = abstract_inputs(config, exp)
+    rng = np.random.default_rng(seed)
+    batch = {"x0": rng.normal(size=abstract["x0"].shape).astype(np.float32)}
+    if "x0_std" in abstract:
+        batch["x0_std"] = rng.uniform(0, 0.1, abstract["x0_std"].shape).astype(np.float32)
+    if "label" in abstract:
+        labels = rng.integers(0, config.data.num_classes, abstract["label"].shape)
+        batch["label"] = labels.astype(np.int32)
+    return {k: jax.device_put(v, abstract[k].sharding) for k, v in batch.items()}
+
+
 def used_steps(config, exp: experiment.Experiment) -> set[bool]:
     """Which of the two steps (with_task_grads) the loop runs: the method decides per step."""
     return {exp.method.needs_task_grads(s, config.mtl) for s in range(STEPS_PROBED)}

@@ -1,13 +1,14 @@
 """DiT efficiency on this machine: training-step GFLOP/s against a plain matmul, and the paper's
 forward GFLOPs.
 
-  python -m benchmarks.dit_efficiency [--steps=5] [--variants=DiT-S/2,DiT-XL/2]
+  python -m benchmarks.dit_efficiency [--steps=5] [--variants=DiT-S/2,DiT-XL/2] [--nopixel_steps]
 
 Prints JSON with, measured in one run (the machine is shared: ratios, not absolute times):
   - matmul_gflops_per_s: a float32 [M, D] x [D, 4D] matmul of the DiT step's own token count M
     and width D (the shape of its MLP), the best of 50;
-  - for the Fashion-MNIST DiT and the default UNet: the training step's GFLOP/s (XLA's FLOP
-    count of the compiled step / its median time) and its ratio to the matmul's;
+  - for the Fashion-MNIST DiT and the default UNet (unless --nopixel_steps): the training
+    step's GFLOP/s (XLA's FLOP count of the compiled step / its median time) and its ratio to
+    the matmul's;
   - for each of --latent_variants: the same for configs/imagenet256_dit.py's step at 32x32x4
     (random latent-shaped arrays, --latent_batch_size), against a matmul of its own MLP shape;
   - for each of --variants: forward GFLOPs per image at 32x32x4 (XLA's count of the lowered
@@ -17,6 +18,7 @@ Prints JSON with, measured in one run (the machine is shared: ratios, not absolu
 
 from __future__ import annotations
 
+import gc
 import json
 import statistics
 import time
@@ -74,6 +76,9 @@ def latent_step_gflops(variant: str, batch_size: int, steps: int) -> dict:
 
 
 def _time_step(exp, state, batch, steps: int) -> dict:
+    # Each measurement starts with the previous one's executables and buffers freed.
+    gc.collect()
+    jax.clear_caches()
     step = exp.train_step[False]
     compiled = step.lower(state, batch).compile()
     analysis = compiled.cost_analysis()
@@ -111,10 +116,11 @@ def main(argv):
     tokens = dit_config.train.batch_size * (28 // p) ** 2
     matmul = matmul_gflops(tokens, d, MATMUL_REPEATS)
     result = {"device": jax.devices()[0].device_kind, "matmul_gflops_per_s": matmul}
-    for name, config in (
+    pixel_configs = (
         ("fashion_mnist_dit", dit_config),
         ("fashion_mnist_unet", fashion_mnist.get_config()),
-    ):
+    )
+    for name, config in pixel_configs if FLAGS.pixel_steps else ():
         config.train.num_microbatches = 1
         figures = step_gflops(config, FLAGS.steps)
         result[name] = {**figures, "ratio_to_matmul": figures["gflops_per_s"] / matmul}
@@ -137,6 +143,9 @@ def main(argv):
 if __name__ == "__main__":
     flags.DEFINE_integer("steps", 5, "Timed repetitions (after one compile run).")
     flags.DEFINE_list("variants", ["DiT-S/2", "DiT-XL/2"], "Variants whose forward is counted.")
-    flags.DEFINE_list("latent_variants", ["DiT-S/2"], "Variants whose 32x32x4 step is timed.")
+    flags.DEFINE_list(
+        "latent_variants", ["DiT-S/2", "DiT-B/2"], "Variants whose 32x32x4 step is timed."
+    )
     flags.DEFINE_integer("latent_batch_size", 20, "Their batch (k = 5 divides it).")
+    flags.DEFINE_bool("pixel_steps", True, "Time the Fashion-MNIST DiT and UNet steps too.")
     app.run(main)

@@ -65,12 +65,13 @@ ANT = {"clustering.k": 5, "clustering.method": "log_snr"}
 K1 = {"clustering.k": 1, "clustering.method": "uniform", "mtl.method": "equal"}
 
 
+def ant(method: str, **fields) -> dict:
+    """Overrides of an ANT row: k = 5 log-SNR clusters, `method` over them, then `fields`."""
+    return {**ANT, "mtl.method": method, **fields}
+
+
 def table1_rows() -> list[sweep.Row]:
     """The reproduction's rows; vanilla first (the baseline, and the gradient rows' TAS)."""
-
-    def ant(method: str, **fields) -> dict:
-        return {**ANT, "mtl.method": method, **fields}
-
     row = sweep.Row
     return [
         row("vanilla", "vanilla (k = 1)", "core", K1),
@@ -97,35 +98,32 @@ def diagnostic_rows() -> list[sweep.Row]:
     row = sweep.Row
     return [
         row("ant_uw_lr0025", "ANT-UW, s rate 0.0025", "diagnostic",
-            {**ANT, "mtl.method": "uw", "mtl.uw.learning_rate": 0.0025}),
+            ant("uw", **{"mtl.uw.learning_rate": 0.0025})),
         row("ant_uw_frozen150", "ANT-UW, s frozen after 150", "diagnostic",
-            {**ANT, "mtl.method": "uw", "mtl.uw.freeze_after": 150}),
+            ant("uw", **{"mtl.uw.freeze_after": 150})),
         row("stratified_uniform", "stratified, uniform clusters", "diagnostic",
-            {**ANT, **uniform, "mtl.method": "equal"}),
+            ant("equal", **uniform)),
         row("stratified_ww", "stratified, width-weighted", "diagnostic",
-            {**ANT, "mtl.method": "equal", "clustering.width_weighting": True}),
+            ant("equal", **{"clustering.width_weighting": True})),
         row("ant_nash_uniform", "ANT-Nash-MTL, uniform clusters", "diagnostic",
-            {**ANT, **uniform, "mtl.method": "nash_mtl"}),
+            ant("nash_mtl", **uniform)),
         row("ant_uw_normalized", "ANT-UW, weights normalized", "diagnostic",
-            {**ANT, "mtl.method": "uw", "mtl.normalize_weights": True}),
+            ant("uw", **{"mtl.normalize_weights": True})),
         row("ant_uw_lr0025_normalized", "ANT-UW, s rate 0.0025, normalized", "diagnostic",
-            {**ANT, "mtl.method": "uw", "mtl.uw.learning_rate": 0.0025,
-             "mtl.normalize_weights": True}),
+            ant("uw", **{"mtl.uw.learning_rate": 0.0025, "mtl.normalize_weights": True})),
         # The scale confound: AdamW fed a gradient of fixed norm, or tracking it faster.
         row("vanilla_fixed_norm", "vanilla, gradient norm fixed", "scale",
             {**K1, "train.fixed_grad_norm": 1.0}),
         row("ant_nash_fixed_norm", "ANT-Nash-MTL, gradient norm fixed", "scale",
-            {**ANT, "mtl.method": "nash_mtl", "train.fixed_grad_norm": 1.0},
-            control="vanilla_fixed_norm"),
+            ant("nash_mtl", **{"train.fixed_grad_norm": 1.0}), control="vanilla_fixed_norm"),
         row("vanilla_b2_099", "vanilla, AdamW beta2 0.99", "scale", {**K1, "train.adam_b2": 0.99}),
         row("ant_nash_b2_099", "ANT-Nash-MTL, AdamW beta2 0.99", "scale",
-            {**ANT, "mtl.method": "nash_mtl", "train.adam_b2": 0.99}, control="vanilla_b2_099"),
+            ant("nash_mtl", **{"train.adam_b2": 0.99}), control="vanilla_b2_099"),
         # Larger steps alone: the fixed norm made vanilla's steps larger over steps 100-300.
         row("vanilla_lr1e3", "vanilla, learning rate 1e-3", "scale",
             {**K1, "train.learning_rate": 1e-3}),
         row("ant_nash_lr1e3", "ANT-Nash-MTL, learning rate 1e-3", "scale",
-            {**ANT, "mtl.method": "nash_mtl", "train.learning_rate": 1e-3},
-            control="vanilla_lr1e3"),
+            ant("nash_mtl", **{"train.learning_rate": 1e-3}), control="vanilla_lr1e3"),
     ]  # fmt: skip
 
 
@@ -134,11 +132,11 @@ def aggregator_rows() -> list[sweep.Row]:
     clusters), and continuous UW (EDM2's learned weighting over the log-SNR, k = 1)."""
     table = {"equal", "uw", "nash_mtl", "pcgrad", "continuous_uw"}
     rows = [
-        sweep.Row(f"ant_{name}", f"ANT-{name}", "aggregator", {**ANT, "mtl.method": name})
+        sweep.Row(f"ant_{name}", f"ANT-{name}", "aggregator", ant(name))
         for name in mtl.METHODS
         if name not in table
     ]
-    k1 = {"clustering.k": 1, "clustering.method": "uniform", "mtl.method": "continuous_uw"}
+    k1 = {**K1, "mtl.method": "continuous_uw"}
     return [sweep.Row("continuous_uw", "continuous UW (k = 1)", "aggregator", k1), *rows]
 
 

@@ -24,8 +24,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from configs import imagenet256_dit
-from diffmtl.training import dry_run, experiment
+from benchmarks import dit_efficiency
 
 FLAGS = flags.FLAGS
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "TPU v5": 197.0}
@@ -39,14 +38,9 @@ def peak_tflops() -> float | None:
 
 
 def measure(variant: str, dtype: str, batch_size: int) -> dict:
-    config = imagenet256_dit.get_config()
-    config.model.variant, config.model.dtype = variant, dtype
-    config.train.batch_size = batch_size
-    config.model.attention_implementation = FLAGS.attention
-    devices = jax.devices()[:1]
-    exp = experiment.build_experiment(config, devices, with_data=False)
-    state = experiment.initial_state(config, exp)
-    batch = dry_run.random_inputs(config, exp)
+    exp, state, batch = dit_efficiency.latent_experiment(
+        variant, batch_size, dtype=dtype, attention_implementation=FLAGS.attention
+    )
     step = exp.train_step[False]
     compiled = step.lower(state, batch).compile()
     analysis = compiled.cost_analysis()
@@ -61,7 +55,7 @@ def measure(variant: str, dtype: str, batch_size: int) -> dict:
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
-    stats = devices[0].memory_stats() or {}
+    stats = jax.devices()[0].memory_stats() or {}
     peak = peak_tflops()
     return {
         "variant": variant,

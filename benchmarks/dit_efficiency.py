@@ -64,15 +64,22 @@ def step_gflops(config, steps: int) -> dict:
     return _time_step(exp, experiment.initial_state(config, exp), next(data), steps)
 
 
-def latent_step_gflops(variant: str, batch_size: int, steps: int) -> dict:
-    """GFLOP/s of configs/imagenet256_dit.py's step with `variant` on one device, on random
-    arrays of its 32x32x4 latent batch (posterior mean and std, labels)."""
+def latent_experiment(variant: str, batch_size: int, **model) -> tuple:
+    """(experiment, initial state, batch) of configs/imagenet256_dit.py with `variant` (and
+    config.model fields `model`) on one device, the batch random arrays of its 32x32x4 latent
+    batch (posterior mean and std, labels)."""
     config = imagenet256_dit.get_config()
     config.model.variant = variant
+    config.model.update(model)
     config.train.batch_size = batch_size
     exp = experiment.build_experiment(config, jax.devices()[:1], with_data=False)
-    batch = dry_run.random_inputs(config, exp)
-    return _time_step(exp, experiment.initial_state(config, exp), batch, steps)
+    return exp, experiment.initial_state(config, exp), dry_run.random_inputs(config, exp)
+
+
+def latent_step_gflops(variant: str, batch_size: int, steps: int) -> dict:
+    """GFLOP/s of configs/imagenet256_dit.py's step with `variant` on one device (random
+    latent-shaped arrays)."""
+    return _time_step(*latent_experiment(variant, batch_size), steps)
 
 
 def _time_step(exp, state, batch, steps: int) -> dict:

@@ -24,8 +24,7 @@ import time
 import jax
 from absl import app, flags
 
-from configs import imagenet256_dit
-from diffmtl.training import dry_run, experiment
+from benchmarks import dit_efficiency
 
 FLAGS = flags.FLAGS
 _INSTRUCTION = re.compile(r"\s*(?:ROOT )?%?([\w.\-]+) = (.*)")
@@ -79,12 +78,7 @@ def classify(hlo_text: str) -> dict[str, tuple[str, str]]:
 
 def main(argv):
     del argv
-    config = imagenet256_dit.get_config()
-    config.model.variant = FLAGS.variant
-    config.train.batch_size = FLAGS.batch_size
-    exp = experiment.build_experiment(config, jax.devices()[:1], with_data=False)
-    batch = dry_run.random_inputs(config, exp)
-    state = experiment.initial_state(config, exp)
+    exp, state, batch = dit_efficiency.latent_experiment(FLAGS.variant, FLAGS.batch_size)
     step = exp.train_step[False]
     kinds = classify(step.lower(state, batch).compile().as_text())
     state, metrics = step(state, batch)  # compile and warm up

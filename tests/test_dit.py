@@ -5,6 +5,7 @@ ImageNet config's step on latent-shaped arrays."""
 import os
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -83,6 +84,24 @@ def test_each_output_patch_sees_the_whole_image():
     diff = np.abs(np.asarray(apply(x.at[0, :4, :4].add(1.0)) - apply(x)))[0, ..., 0]
     per_patch = diff.reshape(7, 4, 7, 4).max(axis=(1, 3))
     assert np.all(per_patch > 0)
+
+
+def test_patch_and_qkv_matmuls_equal_the_convolution_and_fused_dense_they_replace():
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
+    patch = dit.PatchEmbed(4, 5)
+    params = patch.init(jax.random.PRNGKey(1), x)
+    params = jax.tree.map(lambda p: p + 0.1, params)  # a non-zero bias
+    conv = nn.Conv(5, (4, 4), strides=(4, 4), padding="VALID")
+    expected = conv.apply(params, x).reshape(2, 4, 5)
+    np.testing.assert_allclose(patch.apply(params, x), expected, rtol=1e-5, atol=1e-5)
+
+    h = jax.random.normal(jax.random.PRNGKey(2), (2, 6, 12))
+    qkv = dit.QKV(num_heads=3)
+    params = jax.tree.map(lambda p: p + 0.1, qkv.init(jax.random.PRNGKey(3), h))
+    fused = nn.Dense(36).apply(params, h).reshape(2, 6, 3, 3, 4)
+    for i, projection in enumerate(qkv.apply(params, h)):
+        chex.assert_shape(projection, (2, 6, 3, 4))
+        np.testing.assert_allclose(projection, fused[:, :, i], rtol=1e-5, atol=1e-5)
 
 
 def test_position_embedding_is_the_2d_sin_cos_table():

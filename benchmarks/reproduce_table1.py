@@ -120,11 +120,24 @@ def diagnostic_rows() -> list[sweep.Row]:
         row("ant_nash_b2_099", "ANT-Nash-MTL, AdamW beta2 0.99", "scale",
             ant("nash_mtl", **{"train.adam_b2": 0.99}), control="vanilla_b2_099"),
         # Larger steps alone: the fixed norm made vanilla's steps larger over steps 100-300.
-        row("vanilla_lr1e3", "vanilla, learning rate 1e-3", "scale",
-            {**K1, "train.learning_rate": 1e-3}),
-        row("ant_nash_lr1e3", "ANT-Nash-MTL, learning rate 1e-3", "scale",
-            ant("nash_mtl", **{"train.learning_rate": 1e-3}), control="vanilla_lr1e3"),
+        *learning_rate_rows((1e-3, 2e-3, 4e-3)),
     ]  # fmt: skip
+
+
+def learning_rate_rows(rates) -> list[sweep.Row]:
+    """Vanilla and ANT-Nash-MTL at each learning rate, each Nash row paired with the vanilla
+    row of its rate: the learning-rate curve of both (round 2's `lr` stage)."""
+    rows = []
+    for rate in rates:
+        text = f"{rate:.0e}".replace("e-0", "e-")  # 1e-3
+        name, lr = "lr" + text.replace("-", ""), {"train.learning_rate": rate}
+        vanilla = sweep.Row(
+            f"vanilla_{name}", f"vanilla, learning rate {text}", "scale", {**K1, **lr}
+        )
+        nash = ant("nash_mtl", **lr)
+        label = f"ANT-Nash-MTL, learning rate {text}"
+        rows += [vanilla, sweep.Row(f"ant_nash_{name}", label, "scale", nash, control=vanilla.name)]
+    return rows
 
 
 def aggregator_rows() -> list[sweep.Row]:

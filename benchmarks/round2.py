@@ -1,12 +1,14 @@
 """Round 2 of the reproduction on this CPU (docs/results.md), every stage in order, resumable.
 
-  python -m benchmarks.round2 [--stages=diagnostics,ancestral,table2,screen,long]
+  python -m benchmarks.round2 [--stages=diagnostics,ancestral,table2,lr,screen,long]
       [--long_steps=3000] [--dry]
 
 Each stage is one command of docs/results.md (printed before it runs; --dry prints them all and
 runs nothing), started as a subprocess; every one resumes where it stopped, so after a kill or a
 session's end the same command goes on. The long comparison's two new aggregators are the
 screen's best two (lowest mean FID at its last step), so `long` needs the screen finished.
+`lr` adds vanilla and ANT-Nash-MTL at learning rates 2e-3 and 4e-3 to the diagnostics' workdir
+(5e-4 and 1e-3 are there already): both rows' learning-rate curve at 600 steps, 3 seeds.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import sys
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-STAGES = ("diagnostics", "ancestral", "table2", "screen", "long")
+STAGES = ("diagnostics", "ancestral", "table2", "lr", "screen", "long")
 DIAGNOSTICS = "workdirs/table1_diag"
 SCREEN = "workdirs/round2_screen"
 SCREEN_ROWS = (
@@ -51,11 +53,13 @@ def best_new_aggregators(summary: dict, count: int = 2) -> list[str]:
 def stage_args(stage: str) -> list[str]:
     """The reproduce command's arguments of `stage`."""
     table1 = ["-m", "benchmarks.reproduce_table1"]
-    if stage == "diagnostics":
+    if stage in ("diagnostics", "lr"):
         rows = "vanilla,stratified,ant_uw,ant_nash,ant_uw_lr0025,ant_uw_frozen150,"
         rows += "stratified_uniform,stratified_ww,ant_nash_uniform,ant_uw_normalized,"
         rows += "ant_uw_lr0025_normalized,vanilla_fixed_norm,ant_nash_fixed_norm,vanilla_b2_099,"
         rows += "ant_nash_b2_099,vanilla_lr1e3,ant_nash_lr1e3"
+        if stage == "lr":  # The diagnostics' runs plus the learning-rate curve's new rates.
+            rows += ",vanilla_lr2e3,ant_nash_lr2e3,vanilla_lr4e3,ant_nash_lr4e3"
         return [*table1, f"--workdir={DIAGNOSTICS}", f"--rows={rows}"]
     if stage == "ancestral":
         return [

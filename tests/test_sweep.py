@@ -323,10 +323,21 @@ def test_round_two_picks_the_screens_best_two_new_aggregators_and_prints_its_sta
         row.name for row in reproduce_table1.table1_rows() + reproduce_table1.diagnostic_rows()
     }
     known |= {row.name for row in reproduce_table1.aggregator_rows()}
-    for stage in ("diagnostics", "ancestral", "screen"):
+    for stage in ("diagnostics", "ancestral", "lr", "screen"):
         rows = next(a for a in round2.stage_args(stage) if a.startswith("--rows="))
         assert set(rows.removeprefix("--rows=").split(",")) <= known
     assert set(round2.LONG_CORE) <= known
+    # The learning-rate curve: each rate's Nash row is paired with vanilla at that rate, and each
+    # differs from the table's row of its method only in the rate.
+    table = {row.name: row for row in reproduce_table1.table1_rows()}
+    vanilla, nash = reproduce_table1.learning_rate_rows((2e-3,))
+    assert (vanilla.name, nash.name, nash.control) == (
+        "vanilla_lr2e3",
+        "ant_nash_lr2e3",
+        vanilla.name,
+    )
+    for row, base in ((vanilla, table["vanilla"]), (nash, table["ant_nash"])):
+        assert row.overrides == {**base.overrides, "train.learning_rate": 2e-3}
 
 
 def test_loss_weights_are_read_back_from_the_events_at_the_nearest_logged_step(tmp_path):

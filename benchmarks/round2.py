@@ -1,6 +1,6 @@
 """Round 2 of the reproduction on this CPU (docs/results.md), every stage in order, resumable.
 
-  python -m benchmarks.round2 [--stages=diagnostics,ancestral,table2,lr,screen,long]
+  python -m benchmarks.round2 [--stages=diagnostics,ancestral,lr,table2,screen,long]
       [--long_steps=3000] [--dry]
 
 Each stage is one command of docs/results.md (printed before it runs; --dry prints them all and
@@ -21,7 +21,7 @@ import sys
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-STAGES = ("diagnostics", "ancestral", "table2", "lr", "screen", "long")
+STAGES = ("diagnostics", "ancestral", "lr", "table2", "screen", "long")
 DIAGNOSTICS = "workdirs/table1_diag"
 SCREEN = "workdirs/round2_screen"
 SCREEN_ROWS = (

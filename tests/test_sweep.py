@@ -212,6 +212,23 @@ def test_the_command_parses_its_flags_and_reports_what_results_json_holds(tmp_pa
     assert (tmp_path / "convergence.png").exists()
 
 
+def test_a_report_of_no_finished_run_is_one_clear_error_and_writes_nothing(tmp_path):
+    rows = reproduce_table1.table1_rows()
+    with pytest.raises(UserError, match="no finished run of the rows"):
+        sweep_report.write_report(str(tmp_path), rows, sweep.Results(str(tmp_path), _settings()))
+    assert not list(tmp_path.iterdir())
+    # A results.json whose finished runs are of other rows: the same error, the file untouched.
+    data = _fake_results({"vanilla": [[80.0, 60.0]]})
+    data["settings"] = json.loads(json.dumps(dataclasses.asdict(_settings())))
+    (tmp_path / "results.json").write_text(json.dumps(data))
+    before = (tmp_path / "results.json").read_text()
+    others = [row for row in rows if row.name != "vanilla"]
+    with pytest.raises(UserError, match="no finished run of the rows"):
+        sweep_report.write_report(str(tmp_path), others, sweep.Results(str(tmp_path), _settings()))
+    assert (tmp_path / "results.json").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+
+
 @pytest.mark.slow  # 75-115 s here (two runs' compiles); the command's test above stays fast.
 def test_a_stopped_and_damaged_sweep_resumes_to_the_same_results(tmp_path):
     base = sweep.override(make_tiny_config(), {"task_gradient_cosine_every_steps": 0})

@@ -15,6 +15,7 @@ import numpy as np
 from etils import epath
 
 from diffmtl.analysis import plots, sweep
+from diffmtl.errors import UserError
 
 METRICS = ("fid", "precision", "recall")
 
@@ -195,19 +196,24 @@ def plot_convergence(path: str, data: dict, summary: dict) -> None:
 
 def write_report(workdir: str, rows: list[sweep.Row], results: sweep.Results) -> str:
     """Adds the summary to results.json; writes results.md and convergence.png; returns the
-    table."""
+    table. Raises UserError, writing nothing, when no run of `rows` has finished."""
     data = results.data
     summary = summarize(data, rows)
+    if not summary:
+        names = [row.name for row in rows]
+        raise UserError(
+            f"{results.path} holds no finished run of the rows {names}: "
+            "train them first (the same command without --report_only)"
+        )
     data["summary"] = summary
     results.save()
     final = data["settings"]["num_train_steps"]
     table = markdown_table(summary, final)
-    seeds = per_seed_table(data, summary) if summary else ""
+    seeds = per_seed_table(data, summary)
     report = f"{table}\n\nPer seed:\n\n{seeds}\n"
     pairs = matched_pairs_table(data, rows)
     if pairs:
         report += f"\nMatched pairs (each row against its control, seed by seed):\n\n{pairs}\n"
     (epath.Path(workdir) / "results.md").write_text(report)
-    if summary:
-        plot_convergence(os.path.join(workdir, "convergence.png"), data, summary)
+    plot_convergence(os.path.join(workdir, "convergence.png"), data, summary)
     return table

@@ -11,6 +11,9 @@ the config as it is (DiT-Ti/2 on the 8x8x4 latents, label dropout 0.1, 600 steps
 is evaluated with its guidance (scale 2.0) at --num_evals checkpoints, into --workdir; once every
 run is trained, the same checkpoints are evaluated unguided (scale 1: the conditional model
 alone) into <workdir>/unguided. Both tables are printed. Resumable like reproduce_table1.
+--rows may also name vanilla_lr2e3, ant_nash_lr2e3, vanilla_lr4e3 and ant_nash_lr4e3: both rows
+at the learning rates 2e-3 and 4e-3 (the config's is 1e-3), each Nash row paired with the
+vanilla row of its rate: the DiT's learning-rate curve (round 2's `table2_lr` stage).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from diffmtl.errors import exit_on_user_error
 
 FLAGS = flags.FLAGS
 UNGUIDED = (("sampling.guidance_scale", 1.0),)
+LR_CURVE = (2e-3, 4e-3)  # The learning-rate rows' rates; the config's 1e-3 is the table's.
 
 
 def table2_rows() -> list[sweep.Row]:
@@ -33,8 +37,13 @@ def table2_rows() -> list[sweep.Row]:
     return table1.named(("vanilla", "min_snr", "ant_uw", "ant_nash"))
 
 
+def catalogue() -> list[sweep.Row]:
+    """The table's rows, then the learning-rate curve's (what --rows may name)."""
+    return table2_rows() + table1.learning_rate_rows(LR_CURVE)
+
+
 def reproduce(workdir: str) -> str:
-    rows = table1.select_rows(table2_rows(), table2_rows())
+    rows = table1.select_rows(catalogue(), table2_rows())
     base = fashion_mnist_latent_dit.get_config()
     settings = table1.settings()
     guided = table1.run_table(base, rows, workdir, settings)

@@ -1,6 +1,6 @@
 """Round 2 of the reproduction on this CPU (docs/results.md), every stage in order, resumable.
 
-  python -m benchmarks.round2 [--stages=diagnostics,ancestral,lr,table2,screen,long]
+  python -m benchmarks.round2 [--stages=diagnostics,ancestral,lr,table2,screen,long,table2_lr]
       [--long_steps=3000] [--dry]
 
 Each stage is one command of docs/results.md (printed before it runs; --dry prints them all and
@@ -9,6 +9,8 @@ session's end the same command goes on. The long comparison's two new aggregator
 screen's best two (lowest mean FID at its last step), so `long` needs the screen finished.
 `lr` adds vanilla and ANT-Nash-MTL at learning rates 2e-3 and 4e-3 to the diagnostics' workdir
 (5e-4 and 1e-3 are there already): both rows' learning-rate curve at 600 steps, 3 seeds.
+`table2_lr` does the same for Table 2's latent DiT (its rate is 1e-3): vanilla and ANT-Nash-MTL
+at 2e-3 and 4e-3 added to Table 2's workdir, guided and unguided.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ import sys
 
 from absl import app, flags
 
-from benchmarks import reproduce_table1
+from benchmarks import reproduce_table1, reproduce_table2
 
 FLAGS = flags.FLAGS
-STAGES = ("diagnostics", "ancestral", "lr", "table2", "screen", "long")
+STAGES = ("diagnostics", "ancestral", "lr", "table2", "screen", "long", "table2_lr")
 DIAGNOSTICS = "workdirs/table1_diag"
 SCREEN = "workdirs/round2_screen"
 SCREEN_ROWS = (
@@ -77,8 +79,11 @@ def stage_args(stage: str) -> list[str]:
         ]
     if stage == "screen":
         return [*table1, f"--workdir={SCREEN}", "--seeds=0", f"--rows={SCREEN_ROWS}"]
-    if stage == "table2":
-        return ["-m", "benchmarks.reproduce_table2", "--workdir=workdirs/table2"]
+    if stage in ("table2", "table2_lr"):
+        table2 = ["-m", "benchmarks.reproduce_table2", "--workdir=workdirs/table2"]
+        if stage == "table2":
+            return table2
+        return [*table2, f"--rows={','.join(row.name for row in reproduce_table2.catalogue())}"]
     path = os.path.join(SCREEN, "results.json")
     if FLAGS.dry and not os.path.exists(path):
         best = ["<screen's best>", "<second best>"]

@@ -308,8 +308,11 @@ def test_round_two_rows_are_valid_configs_of_their_bases():
     for row in screen + reproduce_table1.diagnostic_rows():
         config_validation.validate(sweep.override(base, row.overrides), 4, check_files=False)
     latent = fashion_mnist_latent_dit.get_config()
-    rows = reproduce_table2.table2_rows()
-    assert [row.name for row in rows] == ["vanilla", "min_snr", "ant_uw", "ant_nash"]
+    rows = reproduce_table2.catalogue()
+    assert [row.name for row in reproduce_table2.table2_rows()] == [
+        "vanilla", "min_snr", "ant_uw", "ant_nash"
+    ]  # fmt: skip
+    assert rows[:4] == reproduce_table2.table2_rows()
     for row in rows:
         config_validation.validate(sweep.override(latent, row.overrides), 1, check_files=False)
 
@@ -344,6 +347,11 @@ def test_round_two_picks_the_screens_best_two_new_aggregators_and_prints_its_sta
         rows = next(a for a in round2.stage_args(stage) if a.startswith("--rows="))
         assert set(rows.removeprefix("--rows=").split(",")) <= known
     assert set(round2.LONG_CORE) <= known
+    table2_lr = next(a for a in round2.stage_args("table2_lr") if a.startswith("--rows="))
+    assert table2_lr.removeprefix("--rows=").split(",")[:4] == [
+        "vanilla", "min_snr", "ant_uw", "ant_nash"
+    ]  # fmt: skip
+    assert {"vanilla_lr4e3", "ant_nash_lr2e3"} <= set(table2_lr.split(","))
     # The learning-rate curve: each rate's Nash row is paired with vanilla at that rate, and each
     # differs from the table's row of its method only in the rate.
     table = {row.name: row for row in reproduce_table1.table1_rows()}

@@ -79,10 +79,10 @@ def stage_args(stage: str) -> list[str]:
         ]
     if stage == "screen":
         return [*table1, f"--workdir={SCREEN}", "--seeds=0", f"--rows={SCREEN_ROWS}"]
-    if stage in ("table2", "table2_lr"):
-        table2 = ["-m", "benchmarks.reproduce_table2", "--workdir=workdirs/table2"]
-        if stage == "table2":
-            return table2
+    table2 = ["-m", "benchmarks.reproduce_table2", "--workdir=workdirs/table2"]
+    if stage == "table2":
+        return table2
+    if stage == "table2_lr":
         return [*table2, f"--rows={','.join(row.name for row in reproduce_table2.catalogue())}"]
     path = os.path.join(SCREEN, "results.json")
     if FLAGS.dry and not os.path.exists(path):

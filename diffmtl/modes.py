@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+import jax
+
 from diffmtl.analysis import negative_transfer, tas_command
 from diffmtl.errors import UserError
 from diffmtl.evaluation import evaluator as evaluation
@@ -37,6 +39,8 @@ def evaluate_checkpoint(config, workdir: str) -> str:
 def train_mode(config, workdir: str) -> str:
     loop.train_and_evaluate(config, workdir)
     where = f"samples.png, metrics.json, checkpoints/ and TensorBoard events are in {workdir}"
+    if jax.process_index() > 0:  # Process 0 writes metrics.json: here it may not exist yet.
+        return where
     return f"{evaluation.read_headline(workdir)}\n{where}"
 
 

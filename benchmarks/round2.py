@@ -11,12 +11,20 @@ screen's best two (lowest mean FID at its last step), so `long` needs the screen
 (5e-4 and 1e-3 are there already): both rows' learning-rate curve at 600 steps, 3 seeds.
 `table2_lr` does the same for Table 2's latent DiT (its rate is 1e-3): vanilla and ANT-Nash-MTL
 at 2e-3 and 4e-3 added to Table 2's workdir, guided and unguided.
+
+A stage's results.json is committed in docs/ (SNAPSHOTS) as its runs finish, for workdirs/ does
+not outlive a machine: before its stages, round2 starts every workdir that lacks a results.json
+from its snapshot, so a new machine redoes no finished run (the sweep skips what results.json
+holds; a run that was in progress starts over). After runs finish:
+
+  python -m benchmarks.round2 --snapshot   # workdirs' results.json -> docs/, then commit them
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -43,6 +51,49 @@ LONG_CORE = (
     *(row.name for row in reproduce_table1.learning_rate_rows(LR_CONTROLS)),
 )  # fmt: skip
 LR_CURVE = (2e-3, 4e-3)  # Stage lr's rates (5e-4 and 1e-3 are the diagnostics').
+LONG = "workdirs/round2_long"
+TABLE2 = "workdirs/table2"
+SNAPSHOTS = {  # workdir: the committed copy of its results.json
+    DIAGNOSTICS: "docs/round2_diag_results.json",
+    "workdirs/table1_diag_ancestral": "docs/round2_ancestral_results.json",
+    TABLE2: "docs/round2_table2_results.json",
+    os.path.join(TABLE2, "unguided"): "docs/round2_table2_unguided_results.json",
+    SCREEN: "docs/round2_screen_results.json",
+    LONG: "docs/round2_long_results.json",
+}
+
+
+def restore_snapshots(snapshots: dict = SNAPSHOTS) -> list[str]:
+    """Copies each existing snapshot to <workdir>/results.json where that file is missing (never
+    over one); returns the workdirs it started."""
+    started = []
+    for workdir, snapshot in snapshots.items():
+        target = os.path.join(workdir, "results.json")
+        if os.path.exists(snapshot) and not os.path.exists(target):
+            os.makedirs(workdir, exist_ok=True)
+            shutil.copyfile(snapshot, target)
+            started.append(workdir)
+    return started
+
+
+def save_snapshots(snapshots: dict = SNAPSHOTS) -> list[str]:
+    """Copies every existing <workdir>/results.json to its snapshot; returns the snapshots."""
+    saved = []
+    for workdir, snapshot in snapshots.items():
+        source = os.path.join(workdir, "results.json")
+        if os.path.exists(source):
+            shutil.copyfile(source, snapshot)
+            saved.append(snapshot)
+    return saved
+
+
+def screen_summary() -> dict:
+    """The screen's report summary: its workdir's results.json, else the committed snapshot."""
+    path = os.path.join(SCREEN, "results.json")
+    if not os.path.exists(path):
+        path = SNAPSHOTS[SCREEN]
+    with open(path) as f:
+        return json.load(f)["summary"]
 
 
 def best_new_aggregators(summary: dict, count: int = 2) -> list[str]:
@@ -79,21 +130,16 @@ def stage_args(stage: str) -> list[str]:
         ]
     if stage == "screen":
         return [*table1, f"--workdir={SCREEN}", "--seeds=0", f"--rows={SCREEN_ROWS}"]
-    table2 = ["-m", "benchmarks.reproduce_table2", "--workdir=workdirs/table2"]
+    table2 = ["-m", "benchmarks.reproduce_table2", f"--workdir={TABLE2}"]
     if stage == "table2":
         return table2
     if stage == "table2_lr":
         return [*table2, f"--rows={','.join(row.name for row in reproduce_table2.catalogue())}"]
-    path = os.path.join(SCREEN, "results.json")
-    if FLAGS.dry and not os.path.exists(path):
-        best = ["<screen's best>", "<second best>"]
-    else:
-        with open(path) as f:
-            best = best_new_aggregators(json.load(f)["summary"])
+    best = best_new_aggregators(screen_summary())
     steps = FLAGS.long_steps
     return [
         *table1,
-        "--workdir=workdirs/round2_long",
+        f"--workdir={LONG}",
         f"--num_train_steps={steps}",
         "--num_evals=5",
         "--num_samples=1000",
@@ -103,6 +149,11 @@ def stage_args(stage: str) -> list[str]:
 
 def main(argv):
     del argv
+    if FLAGS.snapshot:
+        print(f"round2: saved {save_snapshots()}: commit them")
+        return
+    if not FLAGS.dry:
+        print(f"round2: started from their snapshots: {restore_snapshots()}", flush=True)
     for stage in FLAGS.stages:
         command = [sys.executable, *stage_args(stage)]
         print(f"round2: {stage}: {' '.join(command[1:])}", flush=True)
@@ -118,4 +169,5 @@ if __name__ == "__main__":
     # the two learning-rate controls) about 8.0 h (3000 steps, the issue's 5x: about 13.4 h).
     flags.DEFINE_integer("long_steps", 1500, "The long comparison's budget (module doc).")
     flags.DEFINE_bool("dry", False, "Print the stages' commands; run nothing.")
+    flags.DEFINE_bool("snapshot", False, "Copy the workdirs' results.json to docs/; run nothing.")
     app.run(main)

@@ -365,6 +365,34 @@ def test_round_two_picks_the_screens_best_two_new_aggregators_and_prints_its_sta
         assert row.overrides == {**base.overrides, "train.learning_rate": 2e-3}
 
 
+def test_round_two_starts_lost_workdirs_from_their_snapshots_and_never_overwrites(tmp_path):
+    from benchmarks import round2
+
+    lost, kept = str(tmp_path / "lost"), str(tmp_path / "kept")
+    snapshots = {lost: str(tmp_path / "lost.json"), kept: str(tmp_path / "kept.json")}
+    for snapshot in snapshots.values():
+        with open(snapshot, "w") as f:
+            f.write("committed")
+    os.makedirs(kept)
+    with open(os.path.join(kept, "results.json"), "w") as f:
+        f.write("newer")
+    snapshots[str(tmp_path / "never_run")] = str(tmp_path / "none.json")  # neither file exists
+    assert round2.restore_snapshots(snapshots) == [lost]
+    with open(os.path.join(lost, "results.json")) as f:
+        assert f.read() == "committed"
+    with open(os.path.join(kept, "results.json")) as f:
+        assert f.read() == "newer"
+    assert round2.save_snapshots(snapshots) == [snapshots[lost], snapshots[kept]]
+    with open(snapshots[kept]) as f:
+        assert f.read() == "newer"
+    assert not os.path.exists(str(tmp_path / "none.json"))
+    # Every stage's workdir has a snapshot, and the committed screen names the long run's rows.
+    assert set(round2.SNAPSHOTS) >= {round2.DIAGNOSTICS, round2.SCREEN, round2.LONG}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, round2.SNAPSHOTS[round2.SCREEN])) as f:
+        assert len(round2.best_new_aggregators(json.load(f)["summary"])) == 2
+
+
 def test_loss_weights_are_read_back_from_the_events_at_the_nearest_logged_step(tmp_path):
     from clu import metric_writers
 

@@ -238,6 +238,7 @@ def test_a_stopped_and_damaged_sweep_resumes_to_the_same_results(tmp_path):
     assert list(first.data["runs"]) == ["stratified/seed_0"]
     stratified = first.data["runs"]["stratified/seed_0"]
     assert set(stratified["evals"]) == {"2", "4"} and len(stratified["boundaries"]) == 5
+    assert stratified["hosts"] == [sweep.host()] and sweep.host().startswith("cpu")
     run_dir = tmp_path / "runs" / "stratified" / "seed_0"
     saved = (run_dir / "checkpoints" / "4").stat().st_mtime_ns
     # A kill before the entries were written: both lost (the final one retrains nothing).
@@ -252,6 +253,7 @@ def test_a_stopped_and_damaged_sweep_resumes_to_the_same_results(tmp_path):
         for name, value in expected[step].items():
             np.testing.assert_allclose(evals[step][name], value, rtol=1e-5, err_msg=step + name)
     assert (run_dir / "checkpoints" / "4").stat().st_mtime_ns == saved  # not trained again
+    assert resumed.data["runs"]["stratified/seed_0"]["hosts"] == [sweep.host()]  # not twice
     uw = resumed.data["runs"]["ant_uw/seed_0"]
     assert set(uw["evals"]) == {"2", "4"} and uw["boundaries"] != stratified["boundaries"]
     assert evals["2"]["fid"] != evals["4"]["fid"]

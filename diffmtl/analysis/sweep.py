@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import platform
 import time
 
 import jax
@@ -163,7 +164,7 @@ def check_rows(rows: list[Row], settings: Settings) -> None:
 
 
 class Results:
-    """results.json: {'settings': ..., 'runs': {'<row>/seed_<s>': {row, seed, boundaries,
+    """results.json: {'settings': ..., 'runs': {'<row>/seed_<s>': {row, seed, hosts, boundaries,
     train_seconds, evals: {'<step>': {fid, precision, recall, inception_score, val_loss}}}}}."""
 
     def __init__(self, workdir: str, settings: Settings):
@@ -195,6 +196,29 @@ class Results:
             partial = self.path.parent / (self.path.name + ".partial")
             partial.write_text(json.dumps(self.data, indent=2))
             partial.replace(self.path)  # Atomic: a kill leaves the old or the new file.
+
+
+def host() -> str:
+    """The hardware a run's numbers came from: the device kind and, on a CPU, its model name,
+    family and model ('cpu: AMD EPYC (family 25, model 17)'). XLA picks kernels (and so float
+    reduction orders) by it: bitwise checks compare runs of one host."""
+    kind = jax.devices()[0].device_kind
+    if jax.default_backend() != "cpu":
+        return kind
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:  # The first processor's block.
+                if not line.strip():
+                    break
+                name, _, value = line.partition(":")
+                fields[name.strip()] = value.strip()
+    except OSError:
+        pass
+    name = fields.get("model name", platform.machine())
+    if "cpu family" in fields:
+        name += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
+    return f"{kind}: {name}"
 
 
 def _entry(metrics: dict) -> dict:
@@ -284,6 +308,8 @@ def run_sweep(
         elapsed = time.perf_counter() - start
         print(f"sweep: [{index + 1}/{len(plan)}] {row.name} seed {seed} ({elapsed:.0f} s)")
         record.update(row=row.name, seed=seed)
+        if host() not in record.setdefault("hosts", []):  # A run resumed elsewhere lists both.
+            record["hosts"].append(host())
         if settings.checkpoints_from:
             config = override(config, settings.eval_overrides)
             directory = run_dir(settings.checkpoints_from, row, seed)

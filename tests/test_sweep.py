@@ -141,6 +141,21 @@ def test_the_summary_is_mean_and_sample_std_with_paired_differences():
     )
 
 
+def test_the_report_lists_each_runs_hosts_and_the_runs_of_older_sweeps_as_not_recorded():
+    runs = {
+        "vanilla/seed_0": {"row": "vanilla", "seed": 0, "hosts": ["cpu: A"]},
+        "ant_uw/seed_0": {"row": "ant_uw", "seed": 0, "hosts": ["cpu: A", "cpu: B"]},
+        "vanilla/seed_1": {"row": "vanilla", "seed": 1},
+    }
+    assert sweep_report.hosts_lines({"runs": runs}).splitlines() == [
+        "- cpu: A: vanilla s0, ant_uw s0",
+        "- cpu: B: ant_uw s0",
+        "- not recorded: vanilla s1",
+    ]
+    del runs["vanilla/seed_0"]["hosts"], runs["ant_uw/seed_0"]["hosts"]
+    assert sweep_report.hosts_lines({"runs": runs}) == ""
+
+
 def test_matched_pairs_compare_a_row_with_its_control_on_their_common_seeds():
     """ant_uw against its control ant_k2 on seeds 0 and 1 (the control lacks seed 2): the
     differences by hand; rows without a control, or whose control never finished, add nothing."""
@@ -264,6 +279,7 @@ def test_a_stopped_and_damaged_sweep_resumes_to_the_same_results(tmp_path):
     assert set(on_disk["summary"]) == {"stratified", "ant_uw"}
     assert on_disk["summary"]["ant_uw"]["paired_wins"][1] == 1
     report = (tmp_path / "results.md").read_text()
+    assert f"- {sweep.host()}: stratified s0, ant_uw s0\n" in report
     assert (
         report.startswith(table + "\n\nPer seed:") and "| ANT-UW | " in report.split("Per seed:")[1]
     )

@@ -174,6 +174,18 @@ def matched_pairs_table(data: dict, rows: list[sweep.Row]) -> str:
     ])  # fmt: skip
 
 
+def hosts_lines(data: dict) -> str:
+    """One line per host of the runs ('- <host>: <row> s<seed>, ...'; 'not recorded' for runs
+    of a sweep older than the record); '' when no run records one."""
+    if not any("hosts" in record for record in data["runs"].values()):
+        return ""
+    by_host = {}
+    for record in data["runs"].values():
+        for host in record.get("hosts", ["not recorded"]):
+            by_host.setdefault(host, []).append(f"{record['row']} s{record['seed']}")
+    return "\n".join(f"- {host}: {', '.join(runs)}" for host, runs in by_host.items())
+
+
 def plot_convergence(path: str, data: dict, summary: dict) -> None:
     """Mean FID against training step per row, one panel per row group, min-max band over seeds;
     the baseline (the first row, dashed) in every panel."""
@@ -214,6 +226,9 @@ def write_report(workdir: str, rows: list[sweep.Row], results: sweep.Results) ->
     pairs = matched_pairs_table(data, rows)
     if pairs:
         report += f"\nMatched pairs (each row against its control, seed by seed):\n\n{pairs}\n"
+    hosts = hosts_lines(data)
+    if hosts:  # XLA's kernels, and so the round-off, depend on the host.
+        report += f"\nHosts the runs ran on:\n\n{hosts}\n"
     (epath.Path(workdir) / "results.md").write_text(report)
     plot_convergence(os.path.join(workdir, "convergence.png"), data, summary)
     return table

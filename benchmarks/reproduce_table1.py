@@ -206,11 +206,14 @@ def select_rows(catalogue: list[sweep.Row], default: list[sweep.Row]) -> list[sw
 
 def run_table(base, rows: list[sweep.Row], workdir: str, run_settings: sweep.Settings) -> str:
     """Runs (or, with --report_only, reports) one sweep; returns its table and where it is."""
-    if FLAGS.report_only:
-        results = sweep.Results(workdir, run_settings)
-    else:
-        results = sweep.run_sweep(base, rows, run_settings, workdir, FLAGS.stop_after_runs)
-    table = sweep_report.write_report(workdir, rows, results)
+    if not FLAGS.report_only:
+        sweep.run_sweep(base, rows, run_settings, workdir, FLAGS.stop_after_runs)
+    return report_table(rows, workdir, run_settings)
+
+
+def report_table(rows: list[sweep.Row], workdir: str, run_settings: sweep.Settings) -> str:
+    """Writes the report of what `workdir`'s results.json holds; returns its table and where."""
+    table = sweep_report.write_report(workdir, rows, sweep.Results(workdir, run_settings))
     return f"{table}\n\nresults.json, results.md and convergence.png in {workdir}"
 
 

@@ -8,9 +8,11 @@ classifier-free guidance (configs/fashion_mnist_latent_dit.py), guided and ungui
 Rows (PAPER.md Table 2; the DiT-L/2 rows vanilla, Min-SNR, ANT-UW, and our ANT-Nash-MTL): vanilla
 (k = 1), Min-SNR-5 (k = 1), ANT-UW and ANT-Nash-MTL (k = 5 log-SNR clusters). Every run trains
 the config as it is (DiT-Ti/2 on the 8x8x4 latents, label dropout 0.1, 600 steps, lr 1e-3) and
-is evaluated with its guidance (scale 2.0) at --num_evals checkpoints, into --workdir; once every
-run is trained, the same checkpoints are evaluated unguided (scale 1: the conditional model
-alone) into <workdir>/unguided. Both tables are printed. Resumable like reproduce_table1.
+is evaluated with its guidance (scale 2.0) at --num_evals checkpoints, into --workdir, and as
+soon as it is trained the same checkpoints are evaluated unguided (scale 1: the conditional model
+alone) into <workdir>/unguided. Both tables are printed. Resumable like reproduce_table1; a run
+whose guided entry is recorded but whose unguided one is not and whose checkpoints are gone (a
+lost machine: round2 restores results.json, not runs/) is trained again.
 --rows may also name vanilla_lr2e3, ant_nash_lr2e3, vanilla_lr4e3 and ant_nash_lr4e3: both rows
 at the learning rates 2e-3 and 4e-3 (the config's is 1e-3), each Nash row paired with the
 vanilla row of its rate: the DiT's learning-rate curve (round 2's `table2_lr` stage).
@@ -18,6 +20,7 @@ vanilla row of its rate: the DiT's learning-rate curve (round 2's `table2_lr` st
 
 from __future__ import annotations
 
+import itertools
 import os
 
 from absl import app, flags
@@ -42,17 +45,54 @@ def catalogue() -> list[sweep.Row]:
     return table2_rows() + table1.learning_rate_rows(LR_CURVE)
 
 
+def forget_lost_runs(guided: sweep.Results, unguided: sweep.Results, rows, workdir: str) -> list:
+    """Drops (and saves) the guided entries of runs whose unguided evaluation is missing and
+    whose checkpoints are gone, so they are trained again; returns their names."""
+    settings = guided.data["settings"]
+    lost = [
+        sweep.run_name(row, seed)
+        for seed in settings["seeds"]
+        for row in rows
+        if guided.finished(sweep.run_name(row, seed))
+        and not unguided.finished(sweep.run_name(row, seed))
+        and sweep.missing_checkpoints(sweep.run_dir(workdir, row, seed), settings["eval_steps"])
+    ]
+    for name in lost:
+        del guided.data["runs"][name]
+    if lost:
+        guided.save()
+    return lost
+
+
+def train_and_evaluate(
+    base, rows, settings, unguided_settings, workdir: str, stop_after_runs: int = 0
+) -> None:
+    """Trains the runs one at a time, each evaluated guided and then at once unguided, so a lost
+    machine loses at most the run in progress; stops after `stop_after_runs` runs (0: all)."""
+    unguided_dir = os.path.join(workdir, "unguided")
+    lost = forget_lost_runs(
+        sweep.Results(workdir, settings), sweep.Results(unguided_dir, unguided_settings),
+        rows, workdir,
+    )  # fmt: skip
+    if lost:
+        print(f"table2: training {lost} again: their checkpoints are gone, unguided not evaluated")
+    names = [sweep.run_name(row, seed) for seed in settings.seeds for row in rows]
+    for done in itertools.count(1):
+        guided = sweep.run_sweep(base, rows, settings, workdir, stop_after_runs=1)
+        sweep.run_sweep(base, rows, unguided_settings, unguided_dir, skip_untrained=True)
+        if all(guided.finished(name) for name in names) or done == stop_after_runs:
+            return
+
+
 def reproduce(workdir: str) -> str:
     rows = table1.select_rows(catalogue(), table2_rows())
     base = fashion_mnist_latent_dit.get_config()
     settings = table1.settings()
-    guided = table1.run_table(base, rows, workdir, settings)
-    results = sweep.Results(workdir, settings)
-    runs = [sweep.run_name(row, seed) for row in rows for seed in settings.seeds]
-    if not all(results.finished(run) for run in runs):
-        return f"guided (scale {base.sampling.guidance_scale}):\n{guided}"
     unguided_settings = table1.settings(checkpoints_from=workdir, eval_overrides=UNGUIDED)
-    unguided = table1.run_table(base, rows, os.path.join(workdir, "unguided"), unguided_settings)
+    if not FLAGS.report_only:
+        train_and_evaluate(base, rows, settings, unguided_settings, workdir, FLAGS.stop_after_runs)
+    guided = table1.report_table(rows, workdir, settings)
+    unguided = table1.report_table(rows, os.path.join(workdir, "unguided"), unguided_settings)
     return f"guided (scale {base.sampling.guidance_scale}):\n{guided}\n\nunguided:\n{unguided}"
 
 

@@ -195,6 +195,11 @@ def test_a_reevaluation_of_untrained_runs_is_refused_before_evaluating(tmp_path)
     settings = _settings(checkpoints_from=str(tmp_path / "none"), eval_overrides=(("seed", 1),))
     with pytest.raises(UserError, match="has no checkpoints of steps \\[2, 4\\]: finish"):
         sweep.run_sweep(make_tiny_config(), [VANILLA], settings, str(tmp_path / "re"))
+    # Passing over untrained runs instead (Table 2's unguided evaluation, run by run).
+    skipped = sweep.run_sweep(
+        make_tiny_config(), [VANILLA], settings, str(tmp_path / "re"), skip_untrained=True
+    )
+    assert skipped.data["runs"] == {}
     with pytest.raises(UserError, match="set checkpoints_from"):
         sweep.check_rows([VANILLA], _settings(eval_overrides=(("seed", 1),)))
 
@@ -312,6 +317,60 @@ def test_the_accelerator_sweep_is_valid_at_its_scale_and_its_estimate_adds_up():
     expected = 2 * (1000 * 0.02 + 2 * 3 * 3.0 + 1000 * 0.03 + 2 * 3 * 3.0) / 3600
     hours = accelerator.estimate(timings, ("vanilla", "ant_nash"), 1000, 2, 2500, 2)
     assert hours == round(expected, 2)
+
+
+def test_table2_retrains_only_runs_whose_checkpoints_were_lost_before_their_unguided_eval(
+    tmp_path,
+):
+    from benchmarks import reproduce_table2
+
+    settings, rows, workdir = _settings(seeds=(0, 1)), [VANILLA, ANT_UW], str(tmp_path)
+    unguided_settings = _settings(seeds=(0, 1), checkpoints_from=workdir)
+    guided = sweep.Results(workdir, settings)
+    unguided = sweep.Results(str(tmp_path / "unguided"), unguided_settings)
+    done = {"2": {"fid": 1.0}, "4": {"fid": 1.0}}
+    for name in ("vanilla/seed_0", "vanilla/seed_1", "ant_uw/seed_0"):
+        guided.run(name)["evals"] = dict(done)
+    guided.run("ant_uw/seed_1")["evals"] = {"2": {"fid": 1.0}}  # in progress: not touched
+    unguided.run("vanilla/seed_0")["evals"] = dict(done)
+    for step in (2, 4):  # vanilla seed 1 still has its checkpoints; ant_uw seed 0 lost them
+        (tmp_path / "runs" / "vanilla" / "seed_1" / "checkpoints" / str(step)).mkdir(parents=True)
+    guided.save()
+    lost = reproduce_table2.forget_lost_runs(guided, unguided, rows, workdir)
+    assert lost == ["ant_uw/seed_0"]
+    on_disk = sweep.Results(workdir, settings).data["runs"]
+    assert sorted(on_disk) == ["ant_uw/seed_1", "vanilla/seed_0", "vanilla/seed_1"]
+    assert reproduce_table2.forget_lost_runs(guided, unguided, rows, workdir) == []
+
+
+def test_table2_evaluates_each_run_unguided_as_soon_as_it_is_trained(tmp_path, monkeypatch):
+    from benchmarks import reproduce_table2
+
+    settings, rows = _settings(seeds=(0, 1)), [VANILLA, ANT_UW]
+    unguided_settings = _settings(seeds=(0, 1), checkpoints_from=str(tmp_path))
+    trained, calls = [], []
+
+    class Trained:
+        def finished(self, name):
+            return name in trained
+
+    def fake_sweep(base, rows, run_settings, workdir, stop_after_runs=0, skip_untrained=False):
+        if run_settings.checkpoints_from:
+            calls.append(("unguided", skip_untrained, len(trained)))
+        else:
+            assert stop_after_runs == 1
+            todo = [sweep.run_name(r, s) for s in run_settings.seeds for r in rows]
+            trained.extend([name for name in todo if name not in trained][:1])
+            calls.append(("guided", len(trained)))
+        return Trained()
+
+    monkeypatch.setattr(reproduce_table2.sweep, "run_sweep", fake_sweep)
+    train = reproduce_table2.train_and_evaluate
+    train(None, rows, settings, unguided_settings, str(tmp_path), stop_after_runs=2)
+    assert calls == [("guided", 1), ("unguided", True, 1), ("guided", 2), ("unguided", True, 2)]
+    calls.clear()
+    train(None, rows, settings, unguided_settings, str(tmp_path))  # to the end
+    assert [c[-1] for c in calls] == [3, 3, 4, 4] and trained[-1] == "ant_uw/seed_1"
 
 
 def test_round_two_rows_are_valid_configs_of_their_bases():

@@ -259,9 +259,14 @@ def evaluate_checkpoints(config, directory: str, record: dict, steps, save) -> N
         logging.info("sweep: %s step %d: %s", directory, step, evaluator.headline(metrics))
 
 
+def missing_checkpoints(directory: str, steps) -> list[int]:
+    """The steps of `steps` the run in `directory` holds no checkpoint of."""
+    return [s for s in steps if not (epath.Path(directory) / "checkpoints" / str(s)).exists()]
+
+
 def check_trained(directory: str, steps) -> None:
     """Refuses (one line) a re-evaluation of a run that lacks a checkpoint of `steps`."""
-    missing = [s for s in steps if not (epath.Path(directory) / "checkpoints" / str(s)).exists()]
+    missing = missing_checkpoints(directory, steps)
     if missing:
         raise UserError(
             f"{directory} has no checkpoints of steps {missing}: finish the sweep that trains "
@@ -286,10 +291,17 @@ def ensure_tas(config, directory: str, overrides) -> None:
 
 
 def run_sweep(
-    base, rows: list[Row], settings: Settings, workdir: str, stop_after_runs: int = 0
+    base,
+    rows: list[Row],
+    settings: Settings,
+    workdir: str,
+    stop_after_runs: int = 0,
+    skip_untrained: bool = False,
 ) -> Results:
     """Trains and evaluates what results.json lacks; stops after `stop_after_runs` runs that
-    did work (0: none), for a sweep spread over sessions. Returns the (possibly partial) results."""
+    did work (0: none), for a sweep spread over sessions. A re-evaluation refuses a run whose
+    checkpoints are missing, or with `skip_untrained` passes over it (re-evaluating each run as
+    soon as it is trained). Returns the (possibly partial) results."""
     check_rows(rows, settings)
     results = Results(workdir, settings)
     ensure_reference(base, workdir)
@@ -299,8 +311,11 @@ def run_sweep(
     for index, (seed, row) in enumerate(plan):
         if results.finished(run_name(row, seed)):
             continue
+        trained = run_dir(settings.checkpoints_from, row, seed) if settings.checkpoints_from else ""
+        if skip_untrained and trained and missing_checkpoints(trained, steps):
+            continue
         if stop_after_runs and done_now == stop_after_runs:
-            print(f"sweep: stopped after {done_now} runs; rerun the same command to go on")
+            print(f"sweep: stopped after {done_now} runs (stop_after_runs); the same call goes on")
             break
         record = results.run(run_name(row, seed))
         config = run_config(base, row, seed, settings, workdir, rows)
@@ -311,8 +326,7 @@ def run_sweep(
         if host() not in record.setdefault("hosts", []):  # A run resumed elsewhere lists both.
             record["hosts"].append(host())
         if settings.checkpoints_from:
-            config = override(config, settings.eval_overrides)
-            directory = run_dir(settings.checkpoints_from, row, seed)
+            config, directory = override(config, settings.eval_overrides), trained
             check_trained(directory, steps)
         elif str(settings.num_train_steps) not in record["evals"]:
             if config.clustering.method == "gradient":

@@ -31,9 +31,10 @@ import sys
 from absl import app, flags
 
 from benchmarks import reproduce_table1, reproduce_table2
+from diffmtl.analysis import sweep
 
 FLAGS = flags.FLAGS
-STAGES = ("diagnostics", "ancestral", "lr", "table2", "screen", "long", "table2_lr")
+STAGES = ("diagnostics", "ancestral", "lr", "table2", "screen", "long", "long_check", "table2_lr")
 DIAGNOSTICS = "workdirs/table1_diag"
 SCREEN = "workdirs/round2_screen"
 SCREEN_ROWS = (
@@ -52,6 +53,7 @@ LONG_CORE = (
 )  # fmt: skip
 LR_CURVE = (2e-3, 4e-3)  # Stage lr's rates (5e-4 and 1e-3 are the diagnostics').
 LONG = "workdirs/round2_long"
+LONG_CHECK = "workdirs/round2_long_check"  # The acceptance check: one long run redone afresh.
 TABLE2 = "workdirs/table2"
 SNAPSHOTS = {  # workdir: the committed copy of its results.json
     DIAGNOSTICS: "docs/round2_diag_results.json",
@@ -109,6 +111,58 @@ def best_new_aggregators(summary: dict, count: int = 2) -> list[str]:
     return [name for _, name in sorted(candidates)[:count]]
 
 
+def check_run(data: dict, this_host: str) -> tuple[str, int]:
+    """(row, seed) the acceptance check redoes: a finished run of results.json `data` trained
+    wholly on `this_host` (bitwise equality holds only there), ANT-Nash-MTL's first if it has
+    one (its solver amplifies round-off most), else the first."""
+    steps = [str(step) for step in data["settings"]["eval_steps"]]
+    here = [
+        (record["row"] != "ant_nash", record["row"], record["seed"])
+        for record in data["runs"].values()
+        if record.get("hosts") == [this_host] and all(s in record["evals"] for s in steps)
+    ]
+    if not here:
+        raise ValueError(f"no finished run of the long comparison ran on {this_host} alone")
+    _, row, seed = min(here, key=lambda entry: entry[0])
+    return row, seed
+
+
+def differences(table: dict, redone: dict) -> list[str]:
+    """'<step> <metric>: <table's> != <redone's>' for every evaluation entry of run record
+    `table` that `redone` does not equal exactly."""
+    out = []
+    for step, entry in table["evals"].items():
+        for name, value in entry.items():
+            again = redone["evals"].get(step, {}).get(name)
+            if again != value:
+                out.append(f"{step} {name}: {value!r} != {again!r}")
+    return out
+
+
+def long_check() -> tuple[list[str], str]:
+    """The check run's arguments (--rows, --seeds) and name, from the long comparison's
+    results.json."""
+    path = os.path.join(LONG, "results.json")
+    if FLAGS.dry and not os.path.exists(path):
+        return ["--rows=<a run of this host>"], ""
+    with open(path) as f:
+        row, seed = check_run(json.load(f), sweep.host())
+    return [f"--rows={row}", f"--seeds={seed}"], f"{row}/seed_{seed}"
+
+
+def report_check(name: str) -> str:
+    """Whether the check's fresh run equals the long comparison's bitwise."""
+    records = []
+    for workdir in (LONG, LONG_CHECK):
+        with open(os.path.join(workdir, "results.json")) as f:
+            records.append(json.load(f)["runs"][name])
+    diff = differences(*records)
+    if diff:
+        return f"{name} redone in {LONG_CHECK} differs from {LONG}'s: " + "; ".join(diff)
+    fields = sum(len(entry) for entry in records[0]["evals"].values())
+    return f"{name} redone in {LONG_CHECK} equals {LONG}'s bitwise ({fields} fields)"
+
+
 def stage_args(stage: str) -> list[str]:
     """The reproduce command's arguments of `stage`."""
     table1 = ["-m", "benchmarks.reproduce_table1"]
@@ -135,16 +189,11 @@ def stage_args(stage: str) -> list[str]:
         return table2
     if stage == "table2_lr":
         return [*table2, f"--rows={','.join(row.name for row in reproduce_table2.catalogue())}"]
+    budget = [f"--num_train_steps={FLAGS.long_steps}", "--num_evals=5", "--num_samples=1000"]
+    if stage == "long_check":
+        return [*table1, f"--workdir={LONG_CHECK}", *budget, *long_check()[0]]
     best = best_new_aggregators(screen_summary())
-    steps = FLAGS.long_steps
-    return [
-        *table1,
-        f"--workdir={LONG}",
-        f"--num_train_steps={steps}",
-        "--num_evals=5",
-        "--num_samples=1000",
-        f"--rows={','.join([*LONG_CORE, *best])}",
-    ]
+    return [*table1, f"--workdir={LONG}", *budget, f"--rows={','.join([*LONG_CORE, *best])}"]
 
 
 def main(argv):
@@ -159,6 +208,8 @@ def main(argv):
         print(f"round2: {stage}: {' '.join(command[1:])}", flush=True)
         if not FLAGS.dry:
             subprocess.run(command, check=True)
+        if stage == "long_check" and not FLAGS.dry:
+            print(f"round2: long_check: {report_check(long_check()[1])}", flush=True)
 
 
 if __name__ == "__main__":

@@ -470,6 +470,38 @@ def test_round_two_starts_lost_workdirs_from_their_snapshots_and_never_overwrite
         assert len(round2.best_new_aggregators(json.load(f)["summary"])) == 2
 
 
+def test_round_two_redoes_a_run_of_this_host_and_finds_every_field_that_differs():
+    from benchmarks import round2
+
+    done = {"2": {"fid": 5.0, "recall": 0.5}, "4": {"fid": 4.0, "recall": 0.25}}
+
+    def record(row, seed, hosts, evals=done):
+        return {"row": row, "seed": seed, "hosts": hosts, "evals": evals}
+
+    runs = {
+        "vanilla/seed_0": record("vanilla", 0, ["cpu: A"]),
+        "ant_nash/seed_0": record("ant_nash", 0, ["cpu: B"]),  # another host
+        "ant_uw/seed_0": record("ant_uw", 0, ["cpu: A"]),
+        "ant_nash/seed_1": record("ant_nash", 1, ["cpu: A", "cpu: B"]),  # resumed elsewhere
+        "ant_nash/seed_2": record("ant_nash", 2, ["cpu: A"], {"2": done["2"]}),  # unfinished
+    }
+    data = {"settings": {"eval_steps": [2, 4]}, "runs": runs}
+    assert round2.check_run(data, "cpu: A") == ("vanilla", 0)
+    assert round2.check_run(data, "cpu: B") == ("ant_nash", 0)
+    runs["ant_nash/seed_3"] = record("ant_nash", 3, ["cpu: A"])
+    assert round2.check_run(data, "cpu: A") == ("ant_nash", 3)
+    with pytest.raises(ValueError, match="on cpu: C alone"):
+        round2.check_run(data, "cpu: C")
+    redone = json.loads(json.dumps(runs["vanilla/seed_0"]))
+    assert round2.differences(runs["vanilla/seed_0"], redone) == []
+    redone["evals"]["4"]["recall"] = 0.25 + 1e-16  # a difference in the last bit counts
+    del redone["evals"]["2"]["fid"]
+    assert round2.differences(runs["vanilla/seed_0"], redone) == [
+        "2 fid: 5.0 != None",
+        f"4 recall: 0.25 != {0.25 + 1e-16!r}",
+    ]
+
+
 def test_loss_weights_are_read_back_from_the_events_at_the_nearest_logged_step(tmp_path):
     from clu import metric_writers
 

@@ -18,6 +18,9 @@ from its snapshot, so a new machine redoes no finished run (the sweep skips what
 holds; a run that was in progress starts over). After runs finish:
 
   python -m benchmarks.round2 --snapshot   # workdirs' results.json -> docs/, then commit them
+
+--snapshot also adds the MTL weights of every finished long run on this machine (tools/
+loss_weights.py, from its TensorBoard events, which die with the machine) to LONG_WEIGHTS.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ LONG_CORE = (
 LR_CURVE = (2e-3, 4e-3)  # Stage lr's rates (5e-4 and 1e-3 are the diagnostics').
 LONG = "workdirs/round2_long"
 LONG_CHECK = "workdirs/round2_long_check"  # The acceptance check: one long run redone afresh.
+LONG_WEIGHTS = "docs/round2_long_weights.json"  # run -> {step: weights, max_over_min}
 TABLE2 = "workdirs/table2"
 SNAPSHOTS = {  # workdir: the committed copy of its results.json
     DIAGNOSTICS: "docs/round2_diag_results.json",
@@ -87,6 +91,34 @@ def save_snapshots(snapshots: dict = SNAPSHOTS) -> list[str]:
             shutil.copyfile(source, snapshot)
             saved.append(snapshot)
     return saved
+
+
+def save_long_weights(workdir: str = LONG, path: str = LONG_WEIGHTS) -> list[str]:
+    """Adds to `path` the MTL weights at step 100 and every evaluation step of each finished
+    run of `workdir` that is on disk and not in `path` yet; returns their names."""
+    from tools import loss_weights  # Imports TensorFlow: only here.
+
+    results = os.path.join(workdir, "results.json")
+    if not os.path.exists(results):
+        return []
+    with open(results) as f:
+        data = json.load(f)
+    kept = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            kept = json.load(f)
+    steps = [100, *data["settings"]["eval_steps"]]
+    added = []
+    for name, record in data["runs"].items():
+        directory = os.path.join(workdir, "runs", name)  # name: <row>/seed_<s>
+        finished = all(str(step) in record["evals"] for step in steps[1:])
+        if name not in kept and finished and os.path.isdir(directory):
+            kept[name] = loss_weights.weights_at(directory, steps)
+            added.append(name)
+    if added:
+        with open(path, "w") as f:
+            json.dump(kept, f, indent=1)
+    return added
 
 
 def screen_summary() -> dict:
@@ -199,7 +231,7 @@ def stage_args(stage: str) -> list[str]:
 def main(argv):
     del argv
     if FLAGS.snapshot:
-        print(f"round2: saved {save_snapshots()}: commit them")
+        print(f"round2: saved {save_snapshots()} and the weights of {save_long_weights()}")
         return
     if not FLAGS.dry:
         print(f"round2: started from their snapshots: {restore_snapshots()}", flush=True)

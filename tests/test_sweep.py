@@ -502,6 +502,33 @@ def test_round_two_redoes_a_run_of_this_host_and_finds_every_field_that_differs(
     ]
 
 
+def test_round_two_keeps_the_weights_of_finished_long_runs_once(tmp_path):
+    from clu import metric_writers
+
+    from benchmarks import round2
+
+    done = {"4": {"fid": 1.0}, "8": {"fid": 1.0}}
+    runs = {
+        "ant_uw/seed_0": {"row": "ant_uw", "seed": 0, "evals": done},
+        "ant_uw/seed_1": {"row": "ant_uw", "seed": 1, "evals": {"4": {"fid": 1.0}}},
+    }
+    data = {"settings": {"eval_steps": [4, 8]}, "runs": runs}
+    (tmp_path / "results.json").write_text(json.dumps(data))
+    for name in runs:
+        writer = metric_writers.create_default_writer(
+            str(tmp_path / "runs" / name), asynchronous=False
+        )
+        for step in (4, 8, 100):
+            writer.write_scalars(step, {f"train/loss_weights/cluster_{i}": i + 1 for i in range(2)})
+        writer.flush()
+    path = str(tmp_path / "weights.json")
+    assert round2.save_long_weights(str(tmp_path), path) == ["ant_uw/seed_0"]  # seed 1 runs
+    kept = json.loads((tmp_path / "weights.json").read_text())
+    assert list(kept) == ["ant_uw/seed_0"] and list(kept["ant_uw/seed_0"]) == ["100", "4", "8"]
+    assert kept["ant_uw/seed_0"]["8"]["max_over_min"] == pytest.approx(2.0)
+    assert round2.save_long_weights(str(tmp_path), path) == []  # kept, not read again
+
+
 def test_loss_weights_are_read_back_from_the_events_at_the_nearest_logged_step(tmp_path):
     from clu import metric_writers
 

@@ -58,7 +58,7 @@ def forget_lost_runs(guided: sweep.Results, unguided: sweep.Results, rows, workd
         and sweep.missing_checkpoints(sweep.run_dir(workdir, row, seed), settings["eval_steps"])
     ]
     for name in lost:
-        del guided.data["runs"][name]
+        guided.forget(name)
     if lost:
         guided.save()
     return lost

@@ -143,20 +143,31 @@ def best_new_aggregators(summary: dict, count: int = 2) -> list[str]:
     return [name for _, name in sorted(candidates)[:count]]
 
 
-def check_run(data: dict, this_host: str) -> tuple[str, int]:
-    """(row, seed) the acceptance check redoes: a finished run of results.json `data` trained
-    wholly on `this_host` (bitwise equality holds only there), ANT-Nash-MTL's first if it has
-    one (its solver amplifies round-off most), else the first."""
+def check_run(data: dict, hosts) -> tuple[str, int, str]:
+    """(row, seed, host) the acceptance check redoes: a finished run of results.json `data`
+    trained wholly on one of `hosts` (bitwise equality holds only there), ANT-Nash-MTL's first
+    if there is one (its solver amplifies round-off most), else the first."""
     steps = [str(step) for step in data["settings"]["eval_steps"]]
     here = [
-        (record["row"] != "ant_nash", record["row"], record["seed"])
+        (record["row"] != "ant_nash", record["row"], record["seed"], record["hosts"][0])
         for record in data["runs"].values()
-        if record.get("hosts") == [this_host] and all(s in record["evals"] for s in steps)
+        if len(record.get("hosts", [])) == 1
+        and record["hosts"][0] in hosts
+        and all(s in record["evals"] for s in steps)
     ]
     if not here:
-        raise ValueError(f"no finished run of the long comparison ran on {this_host} alone")
-    _, row, seed = min(here, key=lambda entry: entry[0])
-    return row, seed
+        raise ValueError(f"no finished run of the long comparison ran on one of {list(hosts)}")
+    return min(here, key=lambda entry: entry[0])[1:]
+
+
+def host_affinities() -> dict:
+    """This machine's host strings (sweep.host) -> the CPU cores a process must be pinned to
+    to run as that host (None: all): all cores, and one core (the long stage's workers)."""
+    cores = sorted(os.sched_getaffinity(0))
+    out = {sweep.host(): None}
+    if len(cores) > 1:
+        out[sweep.host(cores=1)] = {cores[0]}
+    return out
 
 
 def differences(table: dict, redone: dict) -> list[str]:
@@ -171,15 +182,16 @@ def differences(table: dict, redone: dict) -> list[str]:
     return out
 
 
-def long_check() -> tuple[list[str], str]:
-    """The check run's arguments (--rows, --seeds) and name, from the long comparison's
-    results.json."""
+def long_check() -> tuple[list[str], str, set | None]:
+    """The check run's arguments (--rows, --seeds), name and cores to pin it to, from the long
+    comparison's results.json."""
     path = os.path.join(LONG, "results.json")
     if FLAGS.dry and not os.path.exists(path):
-        return ["--rows=<a run of this host>"], ""
+        return ["--rows=<a run of this host>"], "", None
+    affinities = host_affinities()
     with open(path) as f:
-        row, seed = check_run(json.load(f), sweep.host())
-    return [f"--rows={row}", f"--seeds={seed}"], f"{row}/seed_{seed}"
+        row, seed, host = check_run(json.load(f), affinities)
+    return [f"--rows={row}", f"--seeds={seed}"], f"{row}/seed_{seed}", affinities[host]
 
 
 def report_check(name: str) -> str:
@@ -228,6 +240,32 @@ def stage_args(stage: str) -> list[str]:
     return [*table1, f"--workdir={LONG}", *budget, f"--rows={','.join([*LONG_CORE, *best])}"]
 
 
+def run_pinned(commands: list[tuple[list[str], set | None]]) -> None:
+    """Runs the commands at once, each pinned to its cores (None: all); raises if one fails."""
+
+    def start(command, cores):
+        pin = (lambda: os.sched_setaffinity(0, cores)) if cores else None
+        return subprocess.Popen(command, preexec_fn=pin)
+
+    processes = [start(command, cores) for command, cores in commands]
+    for process, (command, _) in zip(processes, commands, strict=True):
+        if process.wait():
+            raise subprocess.CalledProcessError(process.returncode, command)
+
+
+def stage_commands(stage: str) -> list[tuple[list[str], set | None]]:
+    """(command, cores to pin it to) of each process of `stage`: the long comparison runs one
+    worker per core (--long_workers), every other stage one process."""
+    command = [sys.executable, *stage_args(stage)]
+    if stage == "long_check":
+        return [(command, long_check()[2])]
+    cores = sorted(os.sched_getaffinity(0))
+    workers = min(FLAGS.long_workers, len(cores))
+    if stage != "long" or workers < 2:
+        return [(command, None)]
+    return [([*command, f"--worker={i}/{workers}"], {cores[i]}) for i in range(workers)]
+
+
 def main(argv):
     del argv
     if FLAGS.snapshot:
@@ -236,10 +274,11 @@ def main(argv):
     if not FLAGS.dry:
         print(f"round2: started from their snapshots: {restore_snapshots()}", flush=True)
     for stage in FLAGS.stages:
-        command = [sys.executable, *stage_args(stage)]
-        print(f"round2: {stage}: {' '.join(command[1:])}", flush=True)
+        commands = stage_commands(stage)
+        shown = " & ".join(" ".join(command[1:]) for command, _ in commands)
+        print(f"round2: {stage}: {shown}", flush=True)
         if not FLAGS.dry:
-            subprocess.run(command, check=True)
+            run_pinned(commands)
         if stage == "long_check" and not FLAGS.dry:
             print(f"round2: long_check: {report_check(long_check()[1])}", flush=True)
 
@@ -252,5 +291,8 @@ if __name__ == "__main__":
     # the two learning-rate controls) about 8.0 h (3000 steps, the issue's 5x: about 13.4 h).
     flags.DEFINE_integer("long_steps", 1500, "The long comparison's budget (module doc).")
     flags.DEFINE_bool("dry", False, "Print the stages' commands; run nothing.")
+    flags.DEFINE_integer(
+        "long_workers", 2, "Processes of the long comparison, one per core (1: one process)."
+    )
     flags.DEFINE_bool("snapshot", False, "Copy the workdirs' results.json to docs/; run nothing.")
     app.run(main)

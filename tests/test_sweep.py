@@ -191,6 +191,27 @@ def test_results_json_without_the_newer_settings_fields_resumes(tmp_path):
         sweep.Results(str(tmp_path), _settings(checkpoints_from="elsewhere"))
 
 
+def test_sweep_workers_sharing_a_workdir_keep_each_others_runs(tmp_path):
+    first, second = (sweep.Results(str(tmp_path), _settings()) for _ in range(2))
+    first.run("vanilla/seed_0")["evals"]["2"] = {"fid": 3.0}
+    first.save()
+    second.run("ant_uw/seed_0")["evals"]["2"] = {"fid": 2.0}  # loaded before first saved
+    second.save()
+    first.run("vanilla/seed_0")["evals"]["4"] = {"fid": 1.0}
+    first.save()
+    on_disk = json.loads((tmp_path / "results.json").read_text())["runs"]
+    assert on_disk == {
+        "vanilla/seed_0": {"evals": {"2": {"fid": 3.0}, "4": {"fid": 1.0}}},
+        "ant_uw/seed_0": {"evals": {"2": {"fid": 2.0}}},
+    }
+    with pytest.raises(UserError, match="worker 2/2 must be i/n"):
+        sweep.run_sweep(make_tiny_config(), [VANILLA], _settings(), str(tmp_path), worker=(2, 2))
+    gradient = sweep.Row("g", "g", "core", {"clustering.method": "gradient"})
+    with pytest.raises(UserError, match="need one worker"):
+        sweep.run_sweep(make_tiny_config(), [VANILLA, gradient], _settings(), "", worker=(0, 2))
+    assert sweep.host(cores=1).endswith(f", 1 of {os.cpu_count()} cores") == (os.cpu_count() > 1)
+
+
 def test_a_reevaluation_of_untrained_runs_is_refused_before_evaluating(tmp_path):
     settings = _settings(checkpoints_from=str(tmp_path / "none"), eval_overrides=(("seed", 1),))
     with pytest.raises(UserError, match="has no checkpoints of steps \\[2, 4\\]: finish"):
@@ -267,7 +288,10 @@ def test_a_stopped_and_damaged_sweep_resumes_to_the_same_results(tmp_path):
     stored["runs"]["stratified/seed_0"]["evals"] = {}
     (tmp_path / "results.json").write_text(json.dumps(stored))
 
-    resumed = sweep.run_sweep(base, rows, settings, workdir)
+    # Two workers, one after the other: the second keeps the first's run in results.json.
+    sweep.run_sweep(base, rows, settings, workdir, worker=(1, 2))  # ant_uw only
+    assert not sweep.Results(workdir, settings).finished("stratified/seed_0")
+    resumed = sweep.run_sweep(base, rows, settings, workdir, worker=(0, 2))
     evals = resumed.data["runs"]["stratified/seed_0"]["evals"]
     for step in ("2", "4"):
         for name, value in expected[step].items():
@@ -416,6 +440,9 @@ def test_round_two_picks_the_screens_best_two_new_aggregators_and_prints_its_sta
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [line for line in result.stdout.splitlines() if line.startswith("round2: ")]
     assert [line.split(":")[1].strip() for line in lines] == list(round2.STAGES)
+    long = next(line for line in lines if line.startswith("round2: long:"))
+    if len(os.sched_getaffinity(0)) > 1:  # One worker per core, sharing the workdir.
+        assert long.count(" & ") == 1 and long.endswith("--worker=1/2")
     known = {
         row.name for row in reproduce_table1.table1_rows() + reproduce_table1.diagnostic_rows()
     }
@@ -486,12 +513,12 @@ def test_round_two_redoes_a_run_of_this_host_and_finds_every_field_that_differs(
         "ant_nash/seed_2": record("ant_nash", 2, ["cpu: A"], {"2": done["2"]}),  # unfinished
     }
     data = {"settings": {"eval_steps": [2, 4]}, "runs": runs}
-    assert round2.check_run(data, "cpu: A") == ("vanilla", 0)
-    assert round2.check_run(data, "cpu: B") == ("ant_nash", 0)
+    assert round2.check_run(data, ["cpu: A"]) == ("vanilla", 0, "cpu: A")
+    assert round2.check_run(data, ["cpu: B", "cpu: C"]) == ("ant_nash", 0, "cpu: B")
     runs["ant_nash/seed_3"] = record("ant_nash", 3, ["cpu: A"])
-    assert round2.check_run(data, "cpu: A") == ("ant_nash", 3)
-    with pytest.raises(ValueError, match="on cpu: C alone"):
-        round2.check_run(data, "cpu: C")
+    assert round2.check_run(data, ["cpu: A"]) == ("ant_nash", 3, "cpu: A")
+    with pytest.raises(ValueError, match="on one of \\['cpu: C'\\]"):
+        round2.check_run(data, ["cpu: C"])
     redone = json.loads(json.dumps(runs["vanilla/seed_0"]))
     assert round2.differences(runs["vanilla/seed_0"], redone) == []
     redone["evals"]["4"]["recall"] = 0.25 + 1e-16  # a difference in the last bit counts

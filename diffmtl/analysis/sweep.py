@@ -21,7 +21,9 @@ sampling instead of DDIM), into its own results.json.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import platform
@@ -180,6 +182,7 @@ class Results:
                 )
         else:
             self.data = {"settings": recorded, "runs": {}}
+        self.touched: set[str] = set()
 
     def finished(self, name: str) -> bool:
         """Whether run `name` holds every evaluation step."""
@@ -188,20 +191,56 @@ class Results:
 
     def run(self, name: str) -> dict:
         """Run `name`'s record (created empty), updated in place by the caller."""
+        self.touched.add(name)
         return self.data["runs"].setdefault(name, {"evals": {}})
 
+    def forget(self, name: str) -> None:
+        """Drops run `name`'s record (at the next save), so the sweep does it again."""
+        self.touched.add(name)
+        self.data["runs"].pop(name, None)
+
     def save(self) -> None:
-        if jax.process_index() == 0:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Writes the runs this object touched (and its summary) into the file as it is on disk
+        now, so sweep workers that share it, each with its own runs, keep each other's."""
+        if jax.process_index() != 0:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with workdir_lock(str(self.path.parent)):
+            data = json.loads(self.path.read_text()) if self.path.exists() else self.data
+            for name in self.touched:  # Its own runs: updated, or dropped by forget().
+                if name in self.data["runs"]:
+                    data["runs"][name] = self.data["runs"][name]
+                else:
+                    data["runs"].pop(name, None)
+            if "summary" in self.data:
+                data["summary"] = self.data["summary"]
+            self.data = data
             partial = self.path.parent / (self.path.name + ".partial")
             partial.write_text(json.dumps(self.data, indent=2))
             partial.replace(self.path)  # Atomic: a kill leaves the old or the new file.
 
 
-def host() -> str:
+@contextlib.contextmanager
+def workdir_lock(workdir: str):
+    """An exclusive lock of a local `workdir` between processes (sweep workers); none for
+    remote paths (gs://), which one process writes."""
+    if "://" in workdir:
+        yield
+        return
+    with open(os.path.join(workdir, ".lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def host(cores: int = 0) -> str:
     """The hardware a run's numbers came from: the device kind and, on a CPU, its model name,
-    family and model ('cpu: AMD EPYC (family 25, model 17)'). XLA picks kernels (and so float
-    reduction orders) by it: bitwise checks compare runs of one host."""
+    family and model, and how many of its cores the process may use when that is not all of them
+    ('cpu: AMD EPYC (family 25, model 17), 1 of 2 cores'; `cores`: that count, 0: this
+    process's). XLA picks kernels (and so float reduction orders) by the CPU and splits its
+    matmuls by the thread count: bitwise checks compare runs of one host."""
     kind = jax.devices()[0].device_kind
     if jax.default_backend() != "cpu":
         return kind
@@ -218,7 +257,8 @@ def host() -> str:
     name = fields.get("model name", platform.machine())
     if "cpu family" in fields:
         name += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
-    return f"{kind}: {name}"
+    cores, total = cores or len(os.sched_getaffinity(0)), os.cpu_count()
+    return f"{kind}: {name}" + (f", {cores} of {total} cores" if cores < total else "")
 
 
 def _entry(metrics: dict) -> dict:
@@ -278,9 +318,10 @@ def ensure_reference(base, workdir: str) -> str:
     """The FID reference every run shares: base's eval.reference_path, or one made once from the
     data into `workdir` (what a run's validation requires to exist)."""
     path = evaluation.reference_path(base, workdir)
-    if not epath.Path(path).exists():
-        epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-        reference.write_reference(base, path)
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+    with workdir_lock(workdir):  # Sweep workers: one writes it, the others wait.
+        if not epath.Path(path).exists():
+            reference.write_reference(base, path)
     return path
 
 
@@ -297,18 +338,26 @@ def run_sweep(
     workdir: str,
     stop_after_runs: int = 0,
     skip_untrained: bool = False,
+    worker: tuple[int, int] = (0, 1),
 ) -> Results:
     """Trains and evaluates what results.json lacks; stops after `stop_after_runs` runs that
     did work (0: none), for a sweep spread over sessions. A re-evaluation refuses a run whose
     checkpoints are missing, or with `skip_untrained` passes over it (re-evaluating each run as
-    soon as it is trained). Returns the (possibly partial) results."""
+    soon as it is trained). worker = (i, n): this process does every n-th run of the plan from
+    the i-th (n processes share the workdir, e.g. one per CPU core). Returns the (possibly
+    partial) results."""
     check_rows(rows, settings)
+    mine, workers = worker
+    if not 0 <= mine < workers:
+        raise UserError(f"worker {mine}/{workers} must be i/n with 0 <= i < n")
+    if workers > 1 and any(row.overrides.get("clustering.method") == "gradient" for row in rows):
+        raise UserError("rows with gradient clusters need one worker (they wait for a TAS)")
     results = Results(workdir, settings)
     ensure_reference(base, workdir)
     plan = [(seed, row) for seed in settings.seeds for row in rows]
     steps = settings.eval_steps
     done_now, start = 0, time.perf_counter()
-    for index, (seed, row) in enumerate(plan):
+    for index, (seed, row) in list(enumerate(plan))[mine::workers]:
         if results.finished(run_name(row, seed)):
             continue
         trained = run_dir(settings.checkpoints_from, row, seed) if settings.checkpoints_from else ""

@@ -14,6 +14,10 @@ budget; rows differ only in their overrides. A row whose clustering.method is 'g
 the task affinity (--mode=tas, analysis/tas_command.py) of `tas_row`'s first-seed run, computed
 once when first needed.
 
+Several processes may share a workdir (run_sweep's worker = (i, n): every n-th run each, e.g.
+one process per CPU core): each writes only its own runs into results.json, under a lock of the
+workdir, and each run records the hosts it ran on.
+
 A re-evaluation sweep (Settings.checkpoints_from) trains nothing: it evaluates the checkpoints
 another sweep trained, with its config changed by Settings.eval_overrides (e.g. ancestral
 sampling instead of DDIM), into its own results.json.

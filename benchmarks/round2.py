@@ -25,6 +25,7 @@ loss_weights.py, from its TensorBoard events, which die with the machine) to LON
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -111,7 +112,7 @@ def save_long_weights(workdir: str = LONG, path: str = LONG_WEIGHTS) -> list[str
     added = []
     for name, record in data["runs"].items():
         directory = os.path.join(workdir, "runs", name)  # name: <row>/seed_<s>
-        finished = all(str(step) in record["evals"] for step in steps[1:])
+        finished = sweep.finished(record, steps[1:])
         if name not in kept and finished and os.path.isdir(directory):
             kept[name] = loss_weights.weights_at(directory, steps)
             added.append(name)
@@ -147,13 +148,12 @@ def check_run(data: dict, hosts) -> tuple[str, int, str]:
     """(row, seed, host) the acceptance check redoes: a finished run of results.json `data`
     trained wholly on one of `hosts` (bitwise equality holds only there), ANT-Nash-MTL's first
     if there is one (its solver amplifies round-off most), else the first."""
-    steps = [str(step) for step in data["settings"]["eval_steps"]]
     here = [
         (record["row"] != "ant_nash", record["row"], record["seed"], record["hosts"][0])
         for record in data["runs"].values()
         if len(record.get("hosts", [])) == 1
         and record["hosts"][0] in hosts
-        and all(s in record["evals"] for s in steps)
+        and sweep.finished(record, data["settings"]["eval_steps"])
     ]
     if not here:
         raise ValueError(f"no finished run of the long comparison ran on one of {list(hosts)}")
@@ -182,9 +182,10 @@ def differences(table: dict, redone: dict) -> list[str]:
     return out
 
 
+@functools.cache
 def long_check() -> tuple[list[str], str, set | None]:
     """The check run's arguments (--rows, --seeds), name and cores to pin it to, from the long
-    comparison's results.json."""
+    comparison's results.json (read once: the long stage is over when the check starts)."""
     path = os.path.join(LONG, "results.json")
     if FLAGS.dry and not os.path.exists(path):
         return ["--rows=<a run of this host>"], "", None

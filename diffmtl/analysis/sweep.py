@@ -169,6 +169,12 @@ def check_rows(rows: list[Row], settings: Settings) -> None:
         raise UserError("eval_overrides re-evaluate another sweep's runs: set checkpoints_from")
 
 
+def finished(record: dict, eval_steps) -> bool:
+    """Whether a run's record (results.json's runs[name]) holds every step of `eval_steps` (a
+    run stopped mid-evaluation can hold the final step without an earlier one)."""
+    return all(str(step) in record.get("evals", {}) for step in eval_steps)
+
+
 class Results:
     """results.json: {'settings': ..., 'runs': {'<row>/seed_<s>': {row, seed, hosts, boundaries,
     train_seconds, evals: {'<step>': {fid, precision, recall, inception_score, val_loss}}}}}."""
@@ -190,8 +196,7 @@ class Results:
 
     def finished(self, name: str) -> bool:
         """Whether run `name` holds every evaluation step."""
-        evals = self.data["runs"].get(name, {}).get("evals", {})
-        return all(str(step) in evals for step in self.data["settings"]["eval_steps"])
+        return finished(self.data["runs"].get(name, {}), self.data["settings"]["eval_steps"])
 
     def run(self, name: str) -> dict:
         """Run `name`'s record (created empty), updated in place by the caller."""

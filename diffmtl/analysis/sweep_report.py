@@ -28,11 +28,10 @@ def _spread(values) -> list[float]:
 
 
 def finished_evals(data: dict, row: str, steps) -> dict[int, dict]:
-    """seed -> {step: entry} of the row's runs that hold every evaluation step in `steps` (a run
-    stopped mid-evaluation can hold the final step without an earlier one)."""
+    """seed -> {step: entry} of the row's runs that hold every evaluation step in `steps`."""
     out = {}
     for record in data["runs"].values():
-        if record.get("row") == row and all(str(s) in record["evals"] for s in steps):
+        if record.get("row") == row and sweep.finished(record, steps):
             out[record["seed"]] = {int(s): e for s, e in record["evals"].items()}
     return out
 

@@ -1,7 +1,7 @@
 """Round 2 of the reproduction on this CPU (docs/results.md), every stage in order, resumable.
 
   python -m benchmarks.round2 [--stages=diagnostics,ancestral,lr,table2,screen,long,table2_lr]
-      [--long_steps=3000] [--dry]
+      [--long_steps=3000] [--workers=2] [--dry]
 
 Each stage is one command of docs/results.md (printed before it runs; --dry prints them all and
 runs nothing), started as a subprocess; every one resumes where it stopped, so after a kill or a
@@ -10,7 +10,9 @@ screen's best two (lowest mean FID at its last step), so `long` needs the screen
 `lr` adds vanilla and ANT-Nash-MTL at learning rates 2e-3 and 4e-3 to the diagnostics' workdir
 (5e-4 and 1e-3 are there already): both rows' learning-rate curve at 600 steps, 3 seeds.
 `table2_lr` does the same for Table 2's latent DiT (its rate is 1e-3): vanilla and ANT-Nash-MTL
-at 2e-3 and 4e-3 added to Table 2's workdir, guided and unguided.
+at 2e-3 and 4e-3 added to Table 2's workdir, guided and unguided. `long` and `table2_lr` run
+as --workers processes sharing the workdir (every n-th run each), each pinned to one core: two
+one-core runs train about 1.4x faster than one two-core run here (docs/results.md, 2b).
 
 A stage's results.json is committed in docs/ (SNAPSHOTS) as its runs finish, for workdirs/ does
 not outlive a machine: before its stages, round2 starts every workdir that lacks a results.json
@@ -255,14 +257,14 @@ def run_pinned(commands: list[tuple[list[str], set | None]]) -> None:
 
 
 def stage_commands(stage: str) -> list[tuple[list[str], set | None]]:
-    """(command, cores to pin it to) of each process of `stage`: the long comparison runs one
-    worker per core (--long_workers), every other stage one process."""
+    """(command, cores to pin it to) of each process of `stage`: the long comparison and
+    table2_lr run one worker per core (--workers), every other stage one process."""
     command = [sys.executable, *stage_args(stage)]
     if stage == "long_check":
         return [(command, long_check()[2])]
     cores = sorted(os.sched_getaffinity(0))
-    workers = min(FLAGS.long_workers, len(cores))
-    if stage != "long" or workers < 2:
+    workers = min(FLAGS.workers, len(cores))
+    if stage not in ("long", "table2_lr") or workers < 2:
         return [(command, None)]
     return [([*command, f"--worker={i}/{workers}"], {cores[i]}) for i in range(workers)]
 
@@ -293,7 +295,7 @@ if __name__ == "__main__":
     flags.DEFINE_integer("long_steps", 1500, "The long comparison's budget (module doc).")
     flags.DEFINE_bool("dry", False, "Print the stages' commands; run nothing.")
     flags.DEFINE_integer(
-        "long_workers", 2, "Processes of the long comparison, one per core (1: one process)."
+        "workers", 2, "Processes of `long` and `table2_lr`, one per core (1: one process)."
     )
     flags.DEFINE_bool("snapshot", False, "Copy the workdirs' results.json to docs/; run nothing.")
     app.run(main)

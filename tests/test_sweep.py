@@ -2,6 +2,7 @@
 two-row sweep stopped after one run, damaged as a kill mid-evaluation would leave it, resumed."""
 
 import dataclasses
+import fcntl
 import json
 import os
 import subprocess
@@ -360,7 +361,9 @@ def test_table2_retrains_only_runs_whose_checkpoints_were_lost_before_their_ungu
     for step in (2, 4):  # vanilla seed 1 still has its checkpoints; ant_uw seed 0 lost them
         (tmp_path / "runs" / "vanilla" / "seed_1" / "checkpoints" / str(step)).mkdir(parents=True)
     guided.save()
-    lost = reproduce_table2.forget_lost_runs(guided, unguided, rows, workdir)
+    # Of two workers, the first owns vanilla's runs, the second ant_uw's (plan: seed-major).
+    assert reproduce_table2.forget_lost_runs(guided, unguided, rows, workdir, (0, 2)) == []
+    lost = reproduce_table2.forget_lost_runs(guided, unguided, rows, workdir, (1, 2))
     assert lost == ["ant_uw/seed_0"]
     on_disk = sweep.Results(workdir, settings).data["runs"]
     assert sorted(on_disk) == ["ant_uw/seed_1", "vanilla/seed_0", "vanilla/seed_1"]
@@ -378,12 +381,15 @@ def test_table2_evaluates_each_run_unguided_as_soon_as_it_is_trained(tmp_path, m
         def finished(self, name):
             return name in trained
 
-    def fake_sweep(base, rows, run_settings, workdir, stop_after_runs=0, skip_untrained=False):
+    def fake_sweep(
+        base, rows, run_settings, workdir, stop_after_runs=0, skip_untrained=False, worker=(0, 1)
+    ):
         if run_settings.checkpoints_from:
-            calls.append(("unguided", skip_untrained, len(trained)))
+            calls.append(("unguided", skip_untrained, worker, len(trained)))
         else:
             assert stop_after_runs == 1
             todo = [sweep.run_name(r, s) for s in run_settings.seeds for r in rows]
+            todo = todo[worker[0] :: worker[1]]
             trained.extend([name for name in todo if name not in trained][:1])
             calls.append(("guided", len(trained)))
         return Trained()
@@ -391,10 +397,39 @@ def test_table2_evaluates_each_run_unguided_as_soon_as_it_is_trained(tmp_path, m
     monkeypatch.setattr(reproduce_table2.sweep, "run_sweep", fake_sweep)
     train = reproduce_table2.train_and_evaluate
     train(None, rows, settings, unguided_settings, str(tmp_path), stop_after_runs=2)
-    assert calls == [("guided", 1), ("unguided", True, 1), ("guided", 2), ("unguided", True, 2)]
+    one = (0, 1)
+    assert calls == [
+        ("guided", 1),
+        ("unguided", True, one, 1),
+        ("guided", 2),
+        ("unguided", True, one, 2),
+    ]
     calls.clear()
     train(None, rows, settings, unguided_settings, str(tmp_path))  # to the end
     assert [c[-1] for c in calls] == [3, 3, 4, 4] and trained[-1] == "ant_uw/seed_1"
+    # A second worker trains and evaluates its own runs only, and stops when they are done.
+    trained.clear(), calls.clear()
+    train(None, rows, settings, unguided_settings, str(tmp_path), worker=(1, 2))
+    assert trained == ["ant_uw/seed_0", "ant_uw/seed_1"]
+    assert calls[1::2] == [("unguided", True, (1, 2), 1), ("unguided", True, (1, 2), 2)]
+
+
+def test_table2_workers_build_the_shared_latent_cache_under_the_workdir_lock(tmp_path, monkeypatch):
+    from benchmarks import reproduce_table2
+
+    held = []
+
+    def encode(config, splits):  # The lock is held: a second flock from another file fails.
+        with open(tmp_path / "table2" / ".lock") as f, pytest.raises(BlockingIOError):
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.append((config, splits))
+
+    monkeypatch.setattr(reproduce_table2.encode_latents, "encode", encode)
+    base = object()
+    reproduce_table2.build_latent_cache(base, str(tmp_path / "table2"))
+    assert held == [(base, [])]
+    with open(tmp_path / "table2" / ".lock") as f:  # and released after
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def test_round_two_rows_are_valid_configs_of_their_bases():
@@ -440,9 +475,12 @@ def test_round_two_picks_the_screens_best_two_new_aggregators_and_prints_its_sta
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [line for line in result.stdout.splitlines() if line.startswith("round2: ")]
     assert [line.split(":")[1].strip() for line in lines] == list(round2.STAGES)
-    long = next(line for line in lines if line.startswith("round2: long:"))
     if len(os.sched_getaffinity(0)) > 1:  # One worker per core, sharing the workdir.
-        assert long.count(" & ") == 1 and long.endswith("--worker=1/2")
+        for stage in ("long", "table2_lr"):
+            line = next(line for line in lines if line.startswith(f"round2: {stage}:"))
+            assert line.count(" & ") == 1 and line.endswith("--worker=1/2")
+        table2 = next(line for line in lines if line.startswith("round2: table2:"))
+        assert " & " not in table2
     known = {
         row.name for row in reproduce_table1.table1_rows() + reproduce_table1.diagnostic_rows()
     }

@@ -12,7 +12,8 @@ screen's best two (lowest mean FID at its last step), so `long` needs the screen
 `table2_lr` does the same for Table 2's latent DiT (its rate is 1e-3): vanilla and ANT-Nash-MTL
 at 2e-3 and 4e-3 added to Table 2's workdir, guided and unguided. `long` and `table2_lr` run
 as --workers processes sharing the workdir (every n-th run each), each pinned to one core: two
-one-core runs train about 1.4x faster than one two-core run here (docs/results.md, 2b).
+one-core runs of the long comparison's UNet train about 1.4x faster than one two-core run here
+(docs/results.md, 2b; not measured for Table 2's DiT).
 
 A stage's results.json is committed in docs/ (SNAPSHOTS) as its runs finish, for workdirs/ does
 not outlive a machine: before its stages, round2 starts every workdir that lacks a results.json

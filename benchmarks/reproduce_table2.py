@@ -54,10 +54,9 @@ def forget_lost_runs(
     """Drops (and saves) the guided entries of the worker's runs whose unguided evaluation is
     missing and whose checkpoints are gone, so they are trained again; returns their names."""
     settings = guided.data["settings"]
-    plan = [(row, seed) for seed in settings["seeds"] for row in rows]
     lost = [
         sweep.run_name(row, seed)
-        for row, seed in plan[worker[0] :: worker[1]]
+        for _, seed, row in sweep.worker_plan(rows, settings["seeds"], worker)
         if guided.finished(sweep.run_name(row, seed))
         and not unguided.finished(sweep.run_name(row, seed))
         and sweep.missing_checkpoints(sweep.run_dir(workdir, row, seed), settings["eval_steps"])
@@ -82,13 +81,15 @@ def train_and_evaluate(
     )  # fmt: skip
     if lost:
         print(f"table2: training {lost} again: their checkpoints are gone, unguided not evaluated")
-    names = [sweep.run_name(row, seed) for seed in settings.seeds for row in rows]
+    mine = [
+        sweep.run_name(row, seed)
+        for _, seed, row in sweep.worker_plan(rows, settings.seeds, worker)
+    ]
     for done in itertools.count(1):
         guided = sweep.run_sweep(base, rows, settings, workdir, stop_after_runs=1, worker=worker)
         sweep.run_sweep(
             base, rows, unguided_settings, unguided_dir, skip_untrained=True, worker=worker
         )
-        mine = names[worker[0] :: worker[1]]
         if all(guided.finished(name) for name in mine) or done == stop_after_runs:
             return
 

@@ -192,6 +192,18 @@ def test_results_json_without_the_newer_settings_fields_resumes(tmp_path):
         sweep.Results(str(tmp_path), _settings(checkpoints_from="elsewhere"))
 
 
+def test_worker_plans_partition_the_seed_major_plan():
+    rows, seeds = [VANILLA, ANT_UW, sweep.Row("c", "c", "core", {})], (4, 7)
+    plans = [sweep.worker_plan(rows, seeds, (i, 3)) for i in range(3)]
+    assert [len(plan) for plan in plans] == [2, 2, 2]
+    merged = sorted((run for plan in plans for run in plan), key=lambda run: run[0])
+    assert [(seed, row.name) for _, seed, row in merged] == [
+        (seed, row.name) for seed in seeds for row in rows
+    ]
+    assert [index for index, _, _ in merged] == list(range(6))
+    assert sweep.worker_plan(rows, seeds) == merged
+
+
 def test_sweep_workers_sharing_a_workdir_keep_each_others_runs(tmp_path):
     first, second = (sweep.Results(str(tmp_path), _settings()) for _ in range(2))
     first.run("vanilla/seed_0")["evals"]["2"] = {"fid": 3.0}
@@ -207,6 +219,8 @@ def test_sweep_workers_sharing_a_workdir_keep_each_others_runs(tmp_path):
     }
     with pytest.raises(UserError, match="worker 2/2 must be i/n"):
         sweep.run_sweep(make_tiny_config(), [VANILLA], _settings(), str(tmp_path), worker=(2, 2))
+    with pytest.raises(UserError, match="worker 0/0 must be i/n"):
+        sweep.worker_plan([VANILLA], (0,), (0, 0))
     gradient = sweep.Row("g", "g", "core", {"clustering.method": "gradient"})
     with pytest.raises(UserError, match="need one worker"):
         sweep.run_sweep(make_tiny_config(), [VANILLA, gradient], _settings(), "", worker=(0, 2))

@@ -308,6 +308,16 @@ def evaluate_checkpoints(config, directory: str, record: dict, steps, save) -> N
         logging.info("sweep: %s step %d: %s", directory, step, evaluator.headline(metrics))
 
 
+def worker_plan(rows: list[Row], seeds, worker: tuple[int, int] = (0, 1)) -> list[tuple]:
+    """The runs of sweep worker (i, n): every n-th of the seed-major plan from the i-th, as
+    (index in the whole plan, seed, row)."""
+    mine, workers = worker
+    if not 0 <= mine < workers:
+        raise UserError(f"worker {mine}/{workers} must be i/n with 0 <= i < n")
+    plan = [(seed, row) for seed in seeds for row in rows]
+    return [(index, seed, row) for index, (seed, row) in enumerate(plan)][mine::workers]
+
+
 def missing_checkpoints(directory: str, steps) -> list[int]:
     """The steps of `steps` the run in `directory` holds no checkpoint of."""
     return [s for s in steps if not (epath.Path(directory) / "checkpoints" / str(s)).exists()]
@@ -356,17 +366,14 @@ def run_sweep(
     the i-th (n processes share the workdir, e.g. one per CPU core). Returns the (possibly
     partial) results."""
     check_rows(rows, settings)
-    mine, workers = worker
-    if not 0 <= mine < workers:
-        raise UserError(f"worker {mine}/{workers} must be i/n with 0 <= i < n")
-    if workers > 1 and any(row.overrides.get("clustering.method") == "gradient" for row in rows):
+    runs = worker_plan(rows, settings.seeds, worker)
+    if worker[1] > 1 and any(row.overrides.get("clustering.method") == "gradient" for row in rows):
         raise UserError("rows with gradient clusters need one worker (they wait for a TAS)")
     results = Results(workdir, settings)
     ensure_reference(base, workdir)
-    plan = [(seed, row) for seed in settings.seeds for row in rows]
-    steps = settings.eval_steps
+    steps, total = settings.eval_steps, len(rows) * len(settings.seeds)
     done_now, start = 0, time.perf_counter()
-    for index, (seed, row) in list(enumerate(plan))[mine::workers]:
+    for index, seed, row in runs:
         if results.finished(run_name(row, seed)):
             continue
         trained = run_dir(settings.checkpoints_from, row, seed) if settings.checkpoints_from else ""
@@ -379,7 +386,7 @@ def run_sweep(
         config = run_config(base, row, seed, settings, workdir, rows)
         directory = run_dir(workdir, row, seed)
         elapsed = time.perf_counter() - start
-        print(f"sweep: [{index + 1}/{len(plan)}] {row.name} seed {seed} ({elapsed:.0f} s)")
+        print(f"sweep: [{index + 1}/{total}] {row.name} seed {seed} ({elapsed:.0f} s)")
         record.update(row=row.name, seed=seed)
         if host() not in record.setdefault("hosts", []):  # A run resumed elsewhere lists both.
             record["hosts"].append(host())

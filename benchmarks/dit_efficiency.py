@@ -7,8 +7,8 @@ Prints JSON with, measured in one run (the machine is shared: ratios, not absolu
   - matmul_gflops_per_s: a float32 [M, D] x [D, 4D] matmul of the DiT step's own token count M
     and width D (the shape of its MLP), the best of 50;
   - for the Fashion-MNIST DiT and the default UNet (unless --nopixel_steps): the training
-    step's GFLOP/s (XLA's FLOP count of the compiled step / its median time) and its ratio to
-    the matmul's;
+    step's GFLOP/s (XLA's FLOP count of the compiled step / its median time), its ratio to
+    the matmul's and the minor page faults per step (see benchmarks/host_malloc.py);
   - for each of --latent_variants: the same for configs/imagenet256_dit.py's step at 32x32x4
     (random latent-shaped arrays, --latent_batch_size), against a matmul of its own MLP shape;
   - for each of --variants: forward GFLOPs per image at 32x32x4 (XLA's count of the lowered
@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import gc
 import json
+import os
+import resource
 import statistics
 import time
 
@@ -92,14 +94,17 @@ def _time_step(exp, state, batch, steps: int) -> dict:
     flops = (analysis[0] if isinstance(analysis, list | tuple) else analysis)["flops"]
     state, _ = step(state, batch)
     times = []
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(steps):
         start = time.perf_counter()
         state, metrics = step(state, batch)
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - start)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
     seconds = statistics.median(times)
     return {
         "step_seconds": seconds,
+        "minor_page_faults_per_step": faults / steps,
         "gflops_per_step": flops / 1e9,
         "gflops_per_s": flops / seconds / 1e9,
     }
@@ -122,7 +127,11 @@ def main(argv):
     _, d, _, p = dit.parse_variant(dit_config.model.variant)
     tokens = dit_config.train.batch_size * (28 // p) ** 2
     matmul = matmul_gflops(tokens, d, MATMUL_REPEATS)
-    result = {"device": jax.devices()[0].device_kind, "matmul_gflops_per_s": matmul}
+    result = {
+        "device": jax.devices()[0].device_kind,
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+        "matmul_gflops_per_s": matmul,
+    }
     pixel_configs = (
         ("fashion_mnist_dit", dit_config),
         ("fashion_mnist_unet", fashion_mnist.get_config()),

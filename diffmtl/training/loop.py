@@ -21,7 +21,7 @@ from clu import metric_writers, periodic_actions
 from diffmtl.data import images, pipeline
 from diffmtl.errors import UserError
 from diffmtl.evaluation import evaluator as evaluator_lib
-from diffmtl.training import checkpointing, programs, resume, run_info
+from diffmtl.training import checkpointing, host_malloc, programs, resume, run_info
 from diffmtl.training.experiment import build_experiment
 from diffmtl.training.train_state import TrainState
 
@@ -89,6 +89,8 @@ def train_and_evaluate(
     'train/loss_weights/cluster_<i>', ...), e.g. to plot them live in a notebook.
     """
     exp = build_experiment(config)
+    if hint := host_malloc.advice(jax.default_backend()):
+        logging.warning("%s", hint)
     manager = checkpointing.make_manager(workdir, config.keep_checkpoints)
     state, position = resume.restore_or_initialise(config, exp, manager, workdir)
     run_info.write_run_info(workdir, config, exp.boundaries)

@@ -9,8 +9,13 @@ Prints JSON with, measured in one run (the machine is shared: ratios, not absolu
   - for the Fashion-MNIST DiT and the default UNet (unless --nopixel_steps): the training
     step's GFLOP/s (XLA's FLOP count of the compiled step / its median time), its ratio to
     the matmul's and the minor page faults per step (see benchmarks/host_malloc.py);
-  - for each of --latent_variants: the same for configs/imagenet256_dit.py's step at 32x32x4
-    (random latent-shaped arrays, --latent_batch_size), against a matmul of its own MLP shape;
+  - for each of --latent_variants and each M of --latent_microbatches: the same for
+    configs/imagenet256_dit.py's step at 32x32x4 (random latent-shaped arrays,
+    --latent_batch_size, M micro-batches in its `scan`), against a matmul of its own MLP shape.
+    A scanned step's compiled cost counts the loop body once, so its FLOPs are the count of
+    the same step unrolled (lowered, not compiled): the same arithmetic as M = 1, give or take
+    the accumulation adds. On this CPU, M > 1 is faster at the same batch: the step's working
+    set shrinks (README, Efficiency);
   - for each of --variants: forward GFLOPs per image at 32x32x4 (XLA's count of the lowered
     forward, in multiply-adds, i.e. FLOPs / 2, the DiT paper's convention: fvcore counts one
     multiply-add as one flop), against the paper's (XL/2: 118.6).
@@ -66,32 +71,44 @@ def step_gflops(config, steps: int) -> dict:
     return _time_step(exp, experiment.initial_state(config, exp), next(data), steps)
 
 
-def latent_experiment(variant: str, batch_size: int, **model) -> tuple:
+def latent_experiment(variant: str, batch_size: int, train=None, **model) -> tuple:
     """(experiment, initial state, batch) of configs/imagenet256_dit.py with `variant` (and
-    config.model fields `model`) on one device, the batch random arrays of its 32x32x4 latent
-    batch (posterior mean and std, labels)."""
+    config.train fields `train`, config.model fields `model`) on one device, the batch random
+    arrays of its 32x32x4 latent batch (posterior mean and std, labels)."""
     config = imagenet256_dit.get_config()
     config.model.variant = variant
     config.model.update(model)
+    config.train.update(train or {})
     config.train.batch_size = batch_size
     exp = experiment.build_experiment(config, jax.devices()[:1], with_data=False)
     return exp, experiment.initial_state(config, exp), dry_run.random_inputs(config, exp)
 
 
-def latent_step_gflops(variant: str, batch_size: int, steps: int) -> dict:
-    """GFLOP/s of configs/imagenet256_dit.py's step with `variant` on one device (random
-    latent-shaped arrays)."""
-    return _time_step(*latent_experiment(variant, batch_size), steps)
+def latent_step_gflops(variant: str, batch_size: int, steps: int, microbatches: int = 1) -> dict:
+    """GFLOP/s of configs/imagenet256_dit.py's step with `variant` and `microbatches` (scanned)
+    on one device (random latent-shaped arrays)."""
+    train = {"num_microbatches": microbatches}
+    flops = None
+    if microbatches > 1:
+        exp, state, batch = latent_experiment(
+            variant, batch_size, {**train, "microbatch_loop": "unroll"}
+        )
+        flops = exp.train_step[False].lower(state, batch).cost_analysis()["flops"]
+        del exp, state, batch
+    return _time_step(*latent_experiment(variant, batch_size, train), steps, flops)
 
 
-def _time_step(exp, state, batch, steps: int) -> dict:
+def _time_step(exp, state, batch, steps: int, flops: float | None = None) -> dict:
+    """Median seconds of `steps` calls of the experiment's weighted-loss step after one
+    untimed call, and GFLOP/s from `flops` (default: XLA's count of the compiled step)."""
     # Each measurement starts with the previous one's executables and buffers freed.
     gc.collect()
     jax.clear_caches()
     step = exp.train_step[False]
     compiled = step.lower(state, batch).compile()
-    analysis = compiled.cost_analysis()
-    flops = (analysis[0] if isinstance(analysis, list | tuple) else analysis)["flops"]
+    if flops is None:
+        analysis = compiled.cost_analysis()
+        flops = (analysis[0] if isinstance(analysis, list | tuple) else analysis)["flops"]
     state, _ = step(state, batch)
     times = []
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -143,13 +160,15 @@ def main(argv):
     for variant in FLAGS.latent_variants:
         _, d, _, p = dit.parse_variant(variant)
         own = matmul_gflops(FLAGS.latent_batch_size * (32 // p) ** 2, d, MATMUL_REPEATS)
-        figures = latent_step_gflops(variant, FLAGS.latent_batch_size, FLAGS.steps)
-        result[f"latent_{variant}"] = {
-            **figures,
-            "batch_size": FLAGS.latent_batch_size,
-            "matmul_gflops_per_s": own,
-            "ratio_to_matmul": figures["gflops_per_s"] / own,
-        }
+        for m in map(int, FLAGS.latent_microbatches):
+            figures = latent_step_gflops(variant, FLAGS.latent_batch_size, FLAGS.steps, m)
+            result[f"latent_{variant}" + (f"_M{m}" if m > 1 else "")] = {
+                **figures,
+                "batch_size": FLAGS.latent_batch_size,
+                "num_microbatches": m,
+                "matmul_gflops_per_s": own,
+                "ratio_to_matmul": figures["gflops_per_s"] / own,
+            }
     result["forward_gmacs_per_image"] = {
         v: {"ours": forward_gmacs(v), "paper": PAPER_GFLOPS.get(v)} for v in FLAGS.variants
     }
@@ -163,5 +182,8 @@ if __name__ == "__main__":
         "latent_variants", ["DiT-S/2", "DiT-B/2"], "Variants whose 32x32x4 step is timed."
     )
     flags.DEFINE_integer("latent_batch_size", 20, "Their batch (k = 5 divides it).")
+    flags.DEFINE_list(
+        "latent_microbatches", ["1", "4"], "Micro-batch counts M of each latent step timed."
+    )
     flags.DEFINE_bool("pixel_steps", True, "Time the Fashion-MNIST DiT and UNet steps too.")
     app.run(main)

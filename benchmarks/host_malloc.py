@@ -9,9 +9,9 @@ end; glibc serves buffers above its mmap threshold (at most 32 MiB) with a fresh
 returns them with munmap, so each step touches gigabytes of new 4 KiB pages and takes a page
 fault for each (about a million per DiT-S/2 step at batch 20). Where faults are expensive (a
 virtual machine) that is a large part of the step. The tunable makes glibc ask for 2 MiB pages
-(madvise(MADV_HUGEPAGE)), 512 times fewer faults. It is read when the process starts, so each
-setting runs in its own process (the Makefile exports it for `make demo`, `make test` and
-`make bench`; see README, Efficiency).
+(madvise(MADV_HUGEPAGE)): about 160 times fewer faults per DiT-S/2 step, measured here. It
+is read when the process starts, so each setting runs in its own process (the Makefile
+exports it for `make demo`, `make test` and `make bench`; see README, Efficiency).
 
 Prints JSON: for each target and setting, the rounds' median step times, minor page faults per
 step, peak resident memory and the step's GFLOP/s against its own float32 matmul (as

@@ -124,6 +124,8 @@ def diagnostic_rows() -> list[sweep.Row]:
             ant("nash_mtl", **{"train.adam_b2": 0.99}), control="vanilla_b2_099"),
         # Larger steps alone: the fixed norm made vanilla's steps larger over steps 100-300.
         *learning_rate_rows((1e-3, 2e-3, 4e-3)),
+        # Round 3's grid (docs/results.md): vanilla past 4e-3, its best in 1d, and Nash between.
+        *learning_rate_rows((2.8e-3, 5.6e-3, 8e-3)),
     ]  # fmt: skip
 
 
@@ -132,8 +134,10 @@ def learning_rate_rows(rates) -> list[sweep.Row]:
     row of its rate: the learning-rate curve of both (round 2's `lr` stage)."""
     rows = []
     for rate in rates:
-        text = f"{rate:.0e}".replace("e-0", "e-")  # 1e-3
-        name, lr = "lr" + text.replace("-", ""), {"train.learning_rate": rate}
+        mantissa, exponent = f"{rate:.1e}".split("e")
+        text = f"{mantissa.removesuffix('.0')}e{int(exponent)}"  # 1e-3, 2.8e-3
+        name = "lr" + text.replace("-", "").replace(".", "p")  # lr1e3, lr2p8e3
+        lr = {"train.learning_rate": rate}
         vanilla = sweep.Row(
             f"vanilla_{name}", f"vanilla, learning rate {text}", "scale", {**K1, **lr}
         )

@@ -6,6 +6,7 @@ optimisation: the tiny training step compiled in 23 s instead of 34 s and ran 2x
 (measured here). Same HLO, same semantics; the tolerances of every comparison hold.
 """
 
+import importlib.util
 import os
 
 os.environ["XLA_FLAGS"] = (
@@ -29,6 +30,11 @@ import tiny_config as tiny_config_file  # noqa: E402
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
+# Test files of an optional extra (pyproject.toml), not collected where it is not installed:
+# a GPU or TPU host without TensorFlow runs the rest of the suite.
+EXTRA_TESTS = {"test_tfds_source.py": "tensorflow_datasets", "test_notebook.py": "nbclient"}
+collect_ignore = [name for name, mod in EXTRA_TESTS.items() if not importlib.util.find_spec(mod)]
+
 
 def make_tiny_config(model: str = "toy"):
     """tests/tiny_config.py's config (model 'toy' or 'unet')."""
@@ -42,5 +48,9 @@ def tiny_config():
 
 @pytest.fixture(scope="session")
 def devices():
+    """The 4 devices of the multi-device tests: simulated CPUs here; on an accelerator host
+    (tools/accelerator_run.sh) they run only where it has 4 devices."""
+    if jax.default_backend() != "cpu" and jax.device_count() != 4:
+        pytest.skip(f"needs 4 devices; this {jax.default_backend()} host has {jax.device_count()}")
     assert jax.device_count() == 4, "tests expect 4 simulated CPU devices"
     return jax.devices()

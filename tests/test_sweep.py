@@ -16,7 +16,7 @@ from benchmarks import reproduce_table1
 from conftest import make_tiny_config
 from diffmtl.analysis import sweep, sweep_report
 from diffmtl.errors import UserError
-from diffmtl.training import experiment
+from diffmtl.training import events, experiment
 
 VANILLA = sweep.Row("vanilla", "vanilla", "core", {"clustering.k": 1, "mtl.method": "equal"})
 ANT_UW = sweep.Row(
@@ -582,8 +582,6 @@ def test_round_two_redoes_a_run_of_this_host_and_finds_every_field_that_differs(
 
 
 def test_round_two_keeps_the_weights_of_finished_long_runs_once(tmp_path):
-    from clu import metric_writers
-
     from benchmarks import round2
 
     done = {"4": {"fid": 1.0}, "8": {"fid": 1.0}}
@@ -594,9 +592,7 @@ def test_round_two_keeps_the_weights_of_finished_long_runs_once(tmp_path):
     data = {"settings": {"eval_steps": [4, 8]}, "runs": runs}
     (tmp_path / "results.json").write_text(json.dumps(data))
     for name in runs:
-        writer = metric_writers.create_default_writer(
-            str(tmp_path / "runs" / name), asynchronous=False
-        )
+        writer = events.EventWriter(str(tmp_path / "runs" / name))
         for step in (4, 8, 100):
             writer.write_scalars(step, {f"train/loss_weights/cluster_{i}": i + 1 for i in range(2)})
         writer.flush()
@@ -608,12 +604,13 @@ def test_round_two_keeps_the_weights_of_finished_long_runs_once(tmp_path):
     assert round2.save_long_weights(str(tmp_path), path) == []  # kept, not read again
 
 
-def test_loss_weights_are_read_back_from_the_events_at_the_nearest_logged_step(tmp_path):
-    from clu import metric_writers
-
+@pytest.mark.parametrize("use_clu", [False, True])
+def test_loss_weights_are_read_back_from_the_events_at_the_nearest_logged_step(tmp_path, use_clu):
     from tools import loss_weights
 
-    writer = metric_writers.create_default_writer(str(tmp_path), asynchronous=False)
+    if use_clu and not events.tensorflow_available():
+        pytest.skip("clu's writer needs TensorFlow")
+    writer = events.create_writer(str(tmp_path), use_clu=use_clu)
     for step in (20, 40, 60):
         weights = {f"train/loss_weights/cluster_{i}": 0.1 * (i + 1) * step for i in range(3)}
         writer.write_scalars(step, {**weights, "train/loss": 1.0, "train/update_norm": step / 1e3})

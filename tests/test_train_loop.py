@@ -8,14 +8,13 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-import tensorflow as tf
 
 from conftest import make_tiny_config
 from diffmtl import modes
 from diffmtl.clustering import from_config, interval_clustering
 from diffmtl.diffusion import schedule as diffusion
 from diffmtl.errors import UserError
-from diffmtl.training import experiment, loop, steps
+from diffmtl.training import events, experiment, loop, steps
 
 
 def run(workdir, num_train_steps, clustering_method="uniform", on_log=None):
@@ -74,13 +73,7 @@ def test_restart_resumes_at_the_right_step_with_the_next_batch(tmp_path, steps_t
     }
     assert expected <= set(record["metrics"])
     assert record["headline"].startswith("FID_FMNIST")
-    events = [f for f in os.listdir(workdir) if f.startswith("events.out.tfevents")]
-    tags = {
-        value.tag
-        for name in events
-        for event in tf.compat.v1.train.summary_iterator(str(workdir / name))
-        for value in event.summary.value
-    }
+    tags = events.read_tags(str(workdir))
     assert {"train/loss", "train/task_losses/cluster_4", "task_gradient_cosine/0_1"} <= tags
     assert {"eval/fid", "val/loss/cluster_0"} <= tags
     manager = ocp.CheckpointManager(str(workdir / "checkpoints"), item_names=("state", "meta"))

@@ -12,35 +12,15 @@ norm of AdamW's update, the learning rate included).
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 from absl import app, flags
 
+from diffmtl.training.events import read_scalars
+
 FLAGS = flags.FLAGS
 PREFIX = "train/loss_weights/cluster_"
 UPDATE_NORM = "train/update_norm"
-
-
-def read_scalars(workdir: str, prefix: str) -> dict[str, dict[int, float]]:
-    """tag -> {step: value} of the scalar summaries in `workdir`'s event files whose tag starts
-    with `prefix` (clu writes them as tensors)."""
-    import tensorflow as tf  # clu's writers need it anyway; imported late (slow).
-
-    out: dict[str, dict[int, float]] = {}
-    for name in sorted(os.listdir(workdir)):
-        if not name.startswith("events.out.tfevents"):
-            continue
-        for event in tf.compat.v1.train.summary_iterator(os.path.join(workdir, name)):
-            for value in event.summary.value:
-                if value.tag.startswith(prefix):
-                    number = (
-                        float(tf.make_ndarray(value.tensor))
-                        if value.HasField("tensor")
-                        else value.simple_value
-                    )
-                    out.setdefault(value.tag, {})[int(event.step)] = number
-    return out
 
 
 def weights_at(workdir: str, steps: list[int]) -> dict[str, dict]:

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import types
 
-import tensorflow_datasets as tfds
 from absl import app, flags
 
 from diffmtl.data.image_folder import ImageFolder
+from diffmtl.data.tfds_source import import_tfds
+
+tfds = import_tfds()  # This command's one dependency on TensorFlow: the tfds extra.
 
 
 class _FolderImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):

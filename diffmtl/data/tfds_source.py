@@ -28,8 +28,24 @@ from diffmtl.errors import UserError
 RANDOM_ACCESS_FORMATS = ("array_record", "parquet")
 
 
+MISSING_TFDS = (
+    "data.name='tfds' needs TensorFlow Datasets, which is not installed: "
+    "pip install 'diffmtl[tfds]' (or prepare an image folder: data.name='image_folder')"
+)
+
+
+def import_tfds():
+    """tensorflow_datasets, imported on first use (it imports TensorFlow: 2 GB that the rest of
+    diffmtl does not need); a UserError naming the extra to install where it is absent."""
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as e:
+        raise UserError(MISSING_TFDS) from e
+    return tfds
+
+
 def _builder(name: str, data_dir: str):
-    import tensorflow_datasets as tfds
+    tfds = import_tfds()
 
     hint = (
         f"prepare it there first (`tfds build {name} --data_dir={data_dir} "
@@ -84,7 +100,7 @@ class TfdsSource(PixelSource):
 
     def _read_all(self, builder, split: str) -> tuple[np.ndarray, np.ndarray | None]:
         """(images [n, H, W, C], labels [n] or None), read once in index order."""
-        import tensorflow_datasets as tfds
+        tfds = import_tfds()
 
         logging.info(
             "TFDS %s is %s (no random access): reading %d images into memory; prepare it with "

@@ -16,12 +16,11 @@ import jax
 import numpy as np
 import tqdm
 from absl import logging
-from clu import metric_writers, periodic_actions
 
 from diffmtl.data import images, pipeline
 from diffmtl.errors import UserError
 from diffmtl.evaluation import evaluator as evaluator_lib
-from diffmtl.training import checkpointing, host_malloc, programs, resume, run_info
+from diffmtl.training import checkpointing, events, host_malloc, programs, resume, run_info
 from diffmtl.training.experiment import build_experiment
 from diffmtl.training.train_state import TrainState
 
@@ -104,7 +103,7 @@ def train_and_evaluate(
         position or pipeline.DataPosition(),
         config.data.random_flip,
     )
-    writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+    writer = events.create_writer(workdir, just_logging=jax.process_index() > 0)
     try:
         state = _train_loop(config, workdir, exp, state, data, manager, evaluator, writer, on_log)
     finally:  # A stop (bad image, non-finite run) still lets an in-flight save complete.
@@ -127,7 +126,7 @@ def _train_loop(
 ) -> TrainState:
     """Steps from state.step to train.num_train_steps: logging, checkpoints, evaluations."""
     num_steps = config.train.num_train_steps
-    report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)
+    report = events.Progress(num_steps, writer)
     first = int(jax.device_get(state.step))
     bar = tqdm.tqdm(initial=first, total=num_steps, disable=not sys.stderr.isatty(), desc="train")
     history, compiled = [], None

@@ -11,6 +11,7 @@ variant. Override any field on the command line, e.g.
 import ml_collections
 
 from diffmtl import mtl
+from diffmtl.data import fashion_mnist as fashion_mnist_data
 
 VARIANTS = ("ant", "vanilla")
 
@@ -30,7 +31,7 @@ def get_config(variant: str = "ant") -> ml_collections.ConfigDict:
     config.data.pixel_source = "fashion_mnist"  # latents: the images the cache encodes.
     # fashion_mnist: its four IDX .gz files (Debian package); image_folder: the image tree;
     # tfds: the TFDS data_dir holding the prepared dataset (a local path or a bucket).
-    config.data.dir = "/usr/share/datasets/fashion-mnist"
+    config.data.dir = fashion_mnist_data.DEFAULT_DIR
     config.data.tfds_name = ""  # tfds: the dataset's name (optionally name/config:version).
     config.data.image_key = "image"  # tfds: the image feature.
     config.data.split = "train"  # 'train' (60000 images) or 'test' (10000).

@@ -27,8 +27,9 @@ jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 import tiny_config as tiny_config_file  # noqa: E402
+from diffmtl.data.fashion_mnist import DEFAULT_DIR  # noqa: E402
 
-FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_DIR = DEFAULT_DIR  # The tests' Fashion-MNIST files (DIFFMTL_FASHION_MNIST_DIR).
 
 # Test files of an optional extra (pyproject.toml), not collected where it is not installed:
 # a GPU or TPU host without TensorFlow runs the rest of the suite.

@@ -14,11 +14,13 @@ from diffmtl.errors import UserError
 from main_runs import ROOT
 
 IMPORT_ALL = """
-import importlib, pkgutil
+import importlib, importlib.util, pkgutil
 from absl import flags
 import benchmarks, diffmtl
 names = [m.name for m in pkgutil.walk_packages(diffmtl.__path__, "diffmtl.")]
 names += [m.name for m in pkgutil.walk_packages(benchmarks.__path__, "benchmarks.")]
+if importlib.util.find_spec("tensorflow_datasets") is None:  # the tfds extra's one command
+    names.remove("diffmtl.data.prepare_tfds")
 for name in names:
     importlib.import_module(name)
 ours = sorted(

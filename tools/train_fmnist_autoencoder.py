@@ -27,7 +27,7 @@ from diffmtl import autoencoder, sharding
 from diffmtl.autoencoder import codec as codec_lib
 from diffmtl.autoencoder import kl, pretrained
 from diffmtl.data import images as images_lib
-from diffmtl.data.fashion_mnist import FashionMNIST
+from diffmtl.data.fashion_mnist import DEFAULT_DIR, FashionMNIST
 from diffmtl.evaluation.metrics import features, frechet, params_io
 
 FLAGS = flags.FLAGS
@@ -115,7 +115,7 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.DEFINE_string("out", pretrained.FMNIST_WEIGHTS, "Where to write the weights (.npz).")
-    flags.DEFINE_string("data_dir", "/usr/share/datasets/fashion-mnist", "Fashion-MNIST IDX files.")
+    flags.DEFINE_string("data_dir", DEFAULT_DIR, "Fashion-MNIST IDX files.")
     flags.DEFINE_integer("steps", 3000, "Adam steps.")
     flags.DEFINE_integer("batch_size", 64, "Images per step.")
     flags.DEFINE_float("learning_rate", 1e-3, "Peak Adam rate (cosine decay to 0).")

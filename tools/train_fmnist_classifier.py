@@ -16,7 +16,7 @@ import numpy as np
 import optax
 from absl import app, flags
 
-from diffmtl.data.fashion_mnist import FashionMNIST
+from diffmtl.data.fashion_mnist import DEFAULT_DIR, FashionMNIST
 from diffmtl.evaluation.metrics import params_io
 from diffmtl.evaluation.metrics.fmnist_classifier import (
     WEIGHTS_PATH,
@@ -78,7 +78,7 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.DEFINE_string("out", WEIGHTS_PATH, "Where to write the weights (.npz).")
-    flags.DEFINE_string("data_dir", "/usr/share/datasets/fashion-mnist", "Fashion-MNIST IDX files.")
+    flags.DEFINE_string("data_dir", DEFAULT_DIR, "Fashion-MNIST IDX files.")
     flags.DEFINE_integer("epochs", 8, "Passes over the 60000 training images.")
     flags.DEFINE_integer("batch_size", 128, "Images per step.")
     flags.DEFINE_integer("seed", 0, "Seeds the parameters, the data order and dropout.")

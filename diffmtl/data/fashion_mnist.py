@@ -13,6 +13,9 @@ from diffmtl.data.sources import PixelSource
 from diffmtl.errors import UserError
 
 _IDX_DTYPES = {0x08: np.uint8}
+# Where configs/fashion_mnist.py and the tests look: the Debian package's folder, or the folder
+# DIFFMTL_FASHION_MNIST_DIR names (a host without the package, e.g. the accelerator bundle's).
+DEFAULT_DIR = os.environ.get("DIFFMTL_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),

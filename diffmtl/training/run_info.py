@@ -18,11 +18,22 @@ PACKAGES = (
     "flax",
     "optax",
     "orbax-checkpoint",
-    "clu",
     "chex",
     "ml-collections",
     "numpy",
+    "tensorboard",
+    "clu",  # Optional (the tfds extra): null where it is not installed.
+    "tensorflow",
+    "tensorflow-cpu",
 )
+
+
+def installed_version(package: str) -> str | None:
+    """The installed version of `package`, None where it is not installed."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def git_sha() -> str:
@@ -57,7 +68,7 @@ def run_info() -> dict:
     return {
         "git_sha": git_sha(),
         "python": sys.version.split()[0],
-        "versions": {p: importlib.metadata.version(p) for p in PACKAGES},
+        "versions": {p: installed_version(p) for p in PACKAGES},
         "devices": [str(d) for d in jax.devices()],
         "process_count": jax.process_count(),
         "host_cpu": host_cpu(),

@@ -93,3 +93,35 @@ def test_progress_reports_the_rate_since_its_last_report_without_the_compile():
         (21, {"steps_per_sec": pytest.approx(2.0)}),
         (100, {"steps_per_sec": pytest.approx(79.0)}),
     ]
+
+
+def test_event_writer_and_reader_never_import_tensorflow(tmp_path):
+    """Where TensorFlow is installed (here) tensorboard's own writer and reader import it; ours
+    must not: a subprocess writes and reads, then reports whether TensorFlow was imported."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom diffmtl.training import events\n"
+        f"w = events.EventWriter({str(tmp_path)!r}); w.write_scalars(1, {{'a': 2.0}}); w.close()\n"
+        f"assert events.read_scalars({str(tmp_path)!r}) == {{'a': {{1: 2.0}}}}\n"
+        "print('tensorflow' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_a_truncated_last_record_ends_the_file_and_a_corrupt_one_is_named(tmp_path):
+    writer = events.EventWriter(str(tmp_path))
+    for step in (1, 2):
+        writer.write_scalars(step, {"a": float(step)})
+    writer.close()
+    (path,) = tmp_path.iterdir()
+    data = path.read_bytes()
+    path.write_bytes(data[:-3])  # a writer killed mid-record
+    assert events.read_scalars(str(tmp_path)) == {"a": {1: 1.0}}
+    corrupt = bytearray(data)
+    corrupt[-6] ^= 0xFF  # a flipped bit in the last record's bytes
+    path.write_bytes(bytes(corrupt))
+    with pytest.raises(ValueError, match="corrupt record"):
+        events.read_scalars(str(tmp_path))

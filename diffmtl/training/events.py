@@ -2,26 +2,68 @@
 report and a reader.
 
 Why two writers: clu's writers (the design's choice) import TensorFlow, which most GPU and TPU
-images do not ship (2 GB; it cannot travel to an air-gapped host). The `tensorboard` package
-alone writes the same event files: `EventWriter` builds the Summary protos itself and appends
-them with tensorboard's own EventFileWriter (a TFRecord file; no TF). `create_writer` takes
-clu's writer where clu and TensorFlow import, else EventWriter; both log every scalar set to the
-console too, and TensorBoard and `read_scalars` read either's files.
+images do not ship (2 GB; it cannot travel to an air-gapped host). `EventWriter` writes the same
+event files with the `tensorboard` package's protos alone: each Event is one TFRecord (length,
+masked CRC-32C, bytes, masked CRC-32C), appended to a file opened with etils.epath (a local path
+or a bucket). tensorboard's own EventFileWriter would do the same but imports TensorFlow where
+it is installed (tensorboard.compat), which is what we avoid. `create_writer` takes clu's writer
+where clu and TensorFlow import, else EventWriter; both log each scalar set to the console, and
+TensorBoard and `read_scalars` read either's files. Costs: docs/performance.md
+(benchmarks/event_writer.py).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import io
+import itertools
 import os
+import socket
+import struct
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 from absl import logging
+from etils import epath
 from PIL import Image
+from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
 
 EVENT_FILE_PREFIX = "events.out.tfevents"
+_WRITER_IDS = itertools.count()
+
+
+def _record(data: bytes) -> bytes:
+    """One TFRecord: uint64 length, its masked CRC-32C, the bytes, their masked CRC-32C."""
+    length = struct.pack("<Q", len(data))
+    crc = struct.pack("<I", masked_crc32c(length))
+    return length + crc + data + struct.pack("<I", masked_crc32c(data))
+
+
+def read_events(path) -> Iterator[event_pb2.Event]:
+    """The Events of one event file, in order; ValueError on a corrupt record (a truncated last
+    record, as a killed writer may leave, ends the file)."""
+    data = epath.Path(path).read_bytes()
+    offset = 0
+    while offset + 12 <= len(data):
+        header = data[offset : offset + 8]
+        (length,) = struct.unpack("<Q", header)
+        (header_crc,) = struct.unpack("<I", data[offset + 8 : offset + 12])
+        end = offset + 12 + length + 4
+        if end > len(data):
+            return
+        if header_crc != masked_crc32c(header):
+            raise ValueError(f"{path}: corrupt record header at byte {offset}")
+        body = data[offset + 12 : offset + 12 + length]
+        if struct.unpack("<I", data[end - 4 : end])[0] != masked_crc32c(body):
+            raise ValueError(f"{path}: corrupt record at byte {offset}")
+        yield event_pb2.Event.FromString(body)
+        offset = end
+
+
+def _event_files(logdir: str) -> list:
+    return sorted(p for p in epath.Path(logdir).iterdir() if p.name.startswith(EVENT_FILE_PREFIX))
 
 
 def tensorflow_available() -> bool:
@@ -50,23 +92,25 @@ class EventWriter:
     def __init__(self, logdir: str, just_logging: bool = False):
         self._file = None
         if not just_logging:
-            from tensorboard.summary.writer.event_file_writer import EventFileWriter
+            root = epath.Path(logdir)
+            root.mkdir(parents=True, exist_ok=True)
+            name = (
+                f"{EVENT_FILE_PREFIX}.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}"
+            )
+            self._file = (root / name).open("wb")
+            self._write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
 
-            os.makedirs(logdir, exist_ok=True)
-            self._file = EventFileWriter(logdir)
+    def _write(self, event: event_pb2.Event) -> None:
+        self._file.write(_record(event.SerializeToString()))
+        self._file.flush()  # A log line at a time: what a killed run leaves is readable.
 
     def _add(self, step: int, values: list) -> None:
         if self._file is None:
             return
-        from tensorboard.compat.proto import event_pb2, summary_pb2
-
         summary = summary_pb2.Summary(value=values)
-        event = event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary)
-        self._file.add_event(event)
+        self._write(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
 
     def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
-        from tensorboard.compat.proto import summary_pb2
-
         logging.info("[%d] %s", step, ", ".join(f"{k}={v:.6g}" for k, v in scalars.items()))
         value = summary_pb2.Summary.Value
         self._add(step, [value(tag=k, simple_value=float(v)) for k, v in scalars.items()])
@@ -74,8 +118,6 @@ class EventWriter:
     def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
         """images: name -> uint8 [N, H, W, C]; one image tag per picture ('<name>' when N = 1,
         else '<name>/<i>')."""
-        from tensorboard.compat.proto import summary_pb2
-
         values = []
         for name, batch in images.items():
             for i, image in enumerate(batch):
@@ -96,6 +138,7 @@ class EventWriter:
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
+            self._file = None
 
 
 def create_writer(logdir: str, just_logging: bool = False, use_clu: bool | None = None):
@@ -155,14 +198,11 @@ class Progress:
 def read_scalars(logdir: str, prefix: str = "") -> dict[str, dict[int, float]]:
     """tag -> {step: value} of the scalar summaries in `logdir`'s event files whose tag starts
     with `prefix`: EventWriter's simple values and clu's tensors alike (no TensorFlow)."""
-    from tensorboard.backend.event_processing import event_file_loader
     from tensorboard.util import tensor_util
 
     out: dict[str, dict[int, float]] = {}
-    for name in sorted(os.listdir(logdir)):
-        if not name.startswith(EVENT_FILE_PREFIX):
-            continue
-        for event in event_file_loader.EventFileLoader(os.path.join(logdir, name)).Load():
+    for path in _event_files(logdir):
+        for event in read_events(path):
             for value in event.summary.value:
                 if not value.tag.startswith(prefix):
                     continue
@@ -182,12 +222,9 @@ def read_scalars(logdir: str, prefix: str = "") -> dict[str, dict[int, float]]:
 
 def read_tags(logdir: str) -> set[str]:
     """Every summary tag in `logdir`'s event files (scalars, images, ...)."""
-    from tensorboard.backend.event_processing import event_file_loader
-
     return {
         value.tag
-        for name in sorted(os.listdir(logdir))
-        if name.startswith(EVENT_FILE_PREFIX)
-        for event in event_file_loader.EventFileLoader(os.path.join(logdir, name)).Load()
+        for path in _event_files(logdir)
+        for event in read_events(path)
         for value in event.summary.value
     }

@@ -1,7 +1,7 @@
 """Trains a diffusion model as a multi-task learner over timestep clusters, or evaluates one.
 
   python main.py --config=configs/fashion_mnist.py --workdir=/tmp/fmnist
-  python main.py --config=configs/fashion_mnist.py --workdir=/tmp/fmnist --config.clustering.k=1
+  python main.py --config=configs/fashion_mnist.py:vanilla --workdir=/tmp/vanilla  # k = 1, equal
   python main.py --mode=sample --config=configs/fashion_mnist.py --workdir=/tmp/fmnist
   python main.py --mode=evaluate --config=configs/fashion_mnist.py --workdir=/tmp/fmnist
   python main.py --mode=tas --config=configs/fashion_mnist.py --workdir=/tmp/fmnist  # tas.npy

@@ -41,7 +41,7 @@ from diffmtl.models import dit
 from diffmtl.training import dry_run, experiment
 
 FLAGS = flags.FLAGS
-PAPER_GFLOPS = {"DiT-XL/2": 118.6}  # PAPER.md section 6
+PAPER_GFLOPS = {"DiT-XL/2": 118.6}  # the DiT paper's XL/2 figure
 
 
 def _timed(fn, steps: int) -> list[float]:

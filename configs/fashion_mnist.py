@@ -1,8 +1,11 @@
 """The embedded default: ANT-Nash-MTL (k = 5 log-SNR clusters) training a small ADM UNet on
-Fashion-MNIST 28x28, sized for a 2-core CPU (docs/results.md: the ANT row our results support).
+Fashion-MNIST 28x28, sized for a 2-core CPU. At this learning rate (5e-4, untuned) it leads
+vanilla; tuned alike, docs/results.md finds no detectable difference between the two.
 
-`make demo` trains it for a few minutes; the vanilla baseline (k = 1) is the config's `vanilla`
-variant. Override any field on the command line, e.g.
+`make demo` trains it (its time on our machines: docs/performance.md); the vanilla baseline
+(k = 1, equal weights: the plain DDPM loss) is the config's `vanilla` variant; k = 1 alone
+keeps Nash-MTL's normalised, clipped gradient and is not vanilla. Override any field on the
+command line, e.g.
   python main.py --config=configs/fashion_mnist.py --workdir=/tmp/ant
   python main.py --config=configs/fashion_mnist.py:vanilla --workdir=/tmp/vanilla
   python main.py --config=configs/fashion_mnist.py --workdir=/tmp/uw --config.mtl.method=uw
@@ -76,24 +79,24 @@ def get_config(variant: str = "ant") -> ml_collections.ConfigDict:
     # 'uniform' (k equal-width intervals) or the exact DP with a cost: 'timestep', 'snr',
     # 'log_snr' or 'gradient' (needs tas_path).
     config.clustering.method = "log_snr"
-    config.clustering.k = 5  # Number of clusters (tasks); 1 = vanilla training.
+    config.clustering.k = 5  # Number of clusters (tasks); vanilla is k = 1 with mtl.method 'equal'.
     config.clustering.tas_path = ""  # Task-affinity matrix [T, T] (.npy) for 'gradient'.
     # (first, last): train only on timesteps first..last, split uniformly into k clusters (a
     # specialist of the negative transfer gap, --mode=ntg); (): all of 0..T-1.
     config.clustering.timestep_range = ()
     # Multiply cluster i's loss by k |I_i| / T, so that equal weights over clusters of unequal
-    # widths give vanilla's objective in expectation (tasks.width_factors). Changes equal
-    # weighting and PCGrad; Nash-MTL's update and UW at equilibrium are invariant to it.
+    # widths give vanilla's objective in expectation (tasks.width_factors). Changes what equal
+    # weighting, PCGrad, MGDA, CAGrad, IMTL-G, Aligned-MTL, UPGrad, DualProj, ConFIG and RLW do;
+    # Nash-MTL's update, UW at equilibrium, FAMO and DWA are invariant to it (docs/method.md).
     config.clustering.width_weighting = False
 
-    # MTL method over the clusters (README: MTL methods): 'equal', 'uw', 'famo', 'dwa', 'rlw'
-    # (loss-based), 'pcgrad', 'nash_mtl', 'mgda', 'cagrad', 'imtl_g', 'aligned_mtl', 'upgrad',
+    # MTL method over the clusters (docs/mtl.md): 'equal', 'uw', 'continuous_uw', 'famo', 'dwa',
+    # 'rlw' (loss-based), 'pcgrad', 'nash_mtl', 'mgda', 'cagrad', 'imtl_g', 'aligned_mtl', 'upgrad',
     # 'dualproj', 'config' (Gram-based). Each method's options are its own section with its
     # defaults, documented in diffmtl/mtl/<method>.py: mtl.uw.learning_rate (0.025),
     # mtl.pcgrad.seed, mtl.nash_mtl.update_every (25) and .max_norm (1.0), mtl.cagrad.c (0.4),
-    # mtl.famo.learning_rate / .gamma, mtl.dwa.temperature / .window, mtl.rlw.seed.
-    # (Renamed from the flat mtl.uw_learning_rate, mtl.pcgrad_seed, mtl.nash_update_every and
-    # mtl.nash_max_norm of earlier versions.)
+    # mtl.famo.learning_rate / .gamma, mtl.dwa.temperature / .window, mtl.rlw.seed, and
+    # continuous UW's. (Fields renamed from earlier versions: CHANGELOG.md.)
     config.mtl = mtl.default_config()
     config.mtl.method = "nash_mtl"
     # dtype of the per-cluster gradients [k, ...] handed to the method ('float32' or 'bfloat16':
@@ -123,7 +126,7 @@ def get_config(variant: str = "ant") -> ml_collections.ConfigDict:
     config.train.batch_size = 75  # Global batch B = M k N, with N divisible by the devices.
     config.train.num_microbatches = 5  # M: gradient accumulation inside the step.
     config.train.microbatch_loop = "unroll"  # 'unroll' (fast on CPU) or 'scan' (GPU/TPU).
-    config.train.num_train_steps = 320  # Steps to train (about 6 minutes on a 2-core CPU).
+    config.train.num_train_steps = 320  # Steps to train (make demo's time: docs/performance.md).
     config.train.learning_rate = 5e-4  # AdamW peak rate (the paper: 1e-4 at far longer runs).
     config.train.warmup_steps = 50  # Linear warm-up steps (0 = none).
     config.train.adam_b1 = 0.9  # AdamW beta1.

@@ -24,7 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
     data.name = "image_folder"  # The FFHQ PNG tree; 'tfds' with data.tfds_name for TFDS data.
     data.dir = "/data/ffhq/images1024x1024"  # Set to your copy (README: data preparation).
     data.split = "train"  # FFHQ has one split of 70000 images.
-    data.image_size = 256  # The paper's resolution (ASSUMPTION: stated in PAPER.md as assumed).
+    data.image_size = 256  # The paper's resolution (ASSUMPTION: the paper does not state it).
     data.channels = 3
     data.random_flip = True  # ASSUMPTION: ADM / P2 train with random horizontal flips.
 
@@ -34,7 +34,7 @@ def get_config() -> ml_collections.ConfigDict:
     diffusion.learn_sigma = True  # ASSUMPTION: ADM / P2 learn the variance (L_simple + L_vlb).
 
     # Paper, Table 1: the best ADM-FFHQ variant is UW over SNR clusters. ASSUMPTION: the SNR
-    # cost on log-SNR; on raw SNR the DP returns {0}, {1}, {2-4}, {5-17}, {18-999} (PAPER.md).
+    # cost on log-SNR; on raw SNR the DP returns {0}, {1}, {2-4}, {5-17}, {18-999} (docs/method.md).
     config.clustering.method = "log_snr"
     config.clustering.k = 5  # Paper.
     config.mtl.method = "uw"  # Paper, Table 1.

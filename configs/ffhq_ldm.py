@@ -6,7 +6,7 @@ Stable Diffusion KL-f8 autoencoder. ASSUMPTION: LDM's FFHQ model used a VQ-f4 fi
 (stabilityai/sd-vae-ft-ema) is, and it is the autoencoder of the paper's DiT setting too. The
 UNet follows LDM's FFHQ config (224 channels, multipliers (1, 2, 3, 4), 2 blocks, attention at
 the 3 finer latent levels, 32-channel heads as 7 heads of 32 at the first level) and LDM's
-scaled-linear schedule 0.0015 .. 0.0195; 400K steps (PAPER.md). Paper, Table 1: PCGrad over
+scaled-linear schedule 0.0015 .. 0.0195; 400K steps (the paper). Paper, Table 1: PCGrad over
 gradient clusters, which need a TAS file of a vanilla run first (--mode=tas, README).
 
   python -m diffmtl.autoencoder.encode_latents --config=configs/ffhq_ldm.py   # once
@@ -48,7 +48,7 @@ def get_config() -> ml_collections.ConfigDict:
     model.dropout = 0.0
 
     train = config.train
-    train.num_train_steps = 400_000  # PAPER.md: LDM on FFHQ 400K iterations.
+    train.num_train_steps = 400_000  # The paper: LDM on FFHQ 400K iterations.
     train.batch_size = 40  # ASSUMPTION as configs/ffhq.py (LDM used 42 on one GPU).
 
     sampling = config.sampling

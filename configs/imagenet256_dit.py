@@ -1,9 +1,9 @@
-"""ANT on ImageNet 256 with DiT: the authors' own setting (PAPER.md section 6, Table 2).
+"""ANT on ImageNet 256 with DiT: the authors' own setting (docs/dit.md; the paper's Table 2).
 
 Class-conditional DiT on the 32x32x4 latents of the Stable Diffusion KL-f8 VAE, learned variance,
 classifier-free guidance. A variant of the shared default (configs/fashion_mnist.py): every
 field not set here keeps its default and comment there. Fields marked ASSUMPTION are not in the
-paper or PAPER.md. DiT-L/2 is the default (Table 2); others by override:
+paper or the authors' release. DiT-L/2 is the default (Table 2); others by override:
 
   XLA_FLAGS=--xla_force_host_platform_device_count=8 \
       python main.py --config=configs/imagenet256_dit.py --dry_run --config.model.variant=DiT-XL/2
@@ -57,7 +57,7 @@ def get_config() -> ml_collections.ConfigDict:
     model.attention_implementation = "xla"  # 'cudnn': flash attention on NVIDIA GPUs.
 
     train = config.train
-    train.batch_size = 240  # PAPER.md: ~256 for DiT-L/2; 240 = 5 clusters x 48 (8 | 48).
+    train.batch_size = 240  # The paper: ~256 for DiT-L/2; 240 = 5 clusters x 48 (8 | 48).
     train.num_microbatches = 1
     train.microbatch_loop = "scan"  # Constant compile time on accelerators.
     train.num_train_steps = 400_000  # Paper: DiT-L/2 for 400K iterations.

@@ -4,7 +4,7 @@ A clustering is an int array `boundaries` [k, 2] of inclusive 0-based intervals 
 cover 0..T-1 in order (or, for a specialist of the negative transfer gap, only its interval of
 timesteps; clustering/intervals.py). Each interval is one task for the MTL method.
 
-Batch layout (DESIGN.md). A global batch of B examples is drawn in the canonical layout
+Batch layout (docs/method.md). A global batch of B examples is drawn in the canonical layout
 [k, B / k]: row i holds cluster i's examples. Training splits the second axis into M
 micro-batches of N = B / (M k), giving the view [M, k, N] (`microbatch_view`); N is the axis
 sharded over devices. Every random draw is made in the canonical layout from keys that do not

@@ -33,8 +33,9 @@
 # 6. where to go from here (FFHQ, ImageNet, TPU pods).
 #
 # **Size.** `SIZE` in the next code cell sets the budget of everything: `'colab'` (the default,
-# sized for a free Colab GPU; our estimate is about 15 minutes, README: Notebook), `'cpu'` (the
-# `make demo` budget per run) or `'ci'` (the test suite runs the notebook at this size).
+# sized for a free Colab GPU; 10-15 minutes by our estimate, not measured: docs/quickstart.md),
+# `'cpu'` (the `make demo` budget per run) or `'ci'` (the test suite runs the notebook at this
+# size).
 
 # %%
 # Colab only: fetch diffmtl, its pinned requirements and the Fashion-MNIST files (the Debian /

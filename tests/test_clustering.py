@@ -127,7 +127,7 @@ def test_gradient_cost_matches_its_definition():
     ],
 )
 def test_paper_boundaries(schedule, name, expected):
-    """The boundaries PAPER.md reports for T = 1000, k = 5 (0-based, lower-middle centre)."""
+    """The boundaries docs/method.md reports for T = 1000, k = 5 (0-based, lower-middle centre)."""
     abar = diffusion.alphas_cumprod(diffusion.beta_schedule(schedule, 1000))
     assert interval_clustering(from_config.interval_cost(name, abar), 5) == expected
 

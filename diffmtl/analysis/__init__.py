@@ -1,4 +1,4 @@
-"""The paper's two observations, measured on our own checkpoints (PAPER.md section 1).
+"""The paper's two observations, measured on our own checkpoints (docs/method.md, docs/analysis.md).
 
 task_affinity.py: TAS between timestep tasks (O1), projected (sketch.py) or exact;
 tas_command.py: `main.py --mode=tas`, the TAS of a workdir's checkpoints -> tas.npy + heatmaps;

@@ -1,4 +1,4 @@
-"""Task affinity (PAPER.md section 1, O1): TAS(t1, t2) = cos(grad L_t1, grad L_t2), averaged over
+"""Task affinity (docs/method.md, docs/analysis.md): TAS(t1, t2) = cos(grad L_t1, grad L_t2), averaged over
 checkpoints.
 
 Every L_t is the training loss of timestep t on the same N images with the same noise (dropout

@@ -1,4 +1,4 @@
-"""Interval clustering of timesteps (PAPER.md section 2): an exact DP, run once before training.
+"""Interval clustering of timesteps (docs/method.md): an exact DP, run once before training.
 
 Partition timesteps 0..T-1 into k contiguous non-empty intervals [l_i, r_i] minimising
 sum_i cost[l_i, r_i]. With D_j[i] the optimal cost of splitting 0..i into j intervals,
@@ -13,7 +13,7 @@ Conventions (the same for every cost):
   lexicographically smallest (l_k, l_{k-1}, ..., l_2). For the timestep cost, whose widths
   199/201 tie with 200/200, this makes later intervals start as early as the optimum allows.
 
-The authors' release differs (PAPER.md section 2): its bounds are shifted by one, its last
+The authors' release differs (docs/method.md): its bounds are shifted by one, its last
 bound is the literal 1000, it discards genuine zero-cost splits and returns floats; none of
 that is reproduced here.
 """

@@ -1,6 +1,6 @@
 """Pure jitted training step: per-cluster loss vector, MTL gradient slot, micro-batches, EMA.
 
-Two gradient forms feed the MTL transform (DESIGN.md):
+Two gradient forms feed the MTL transform (docs/method.md):
   weighted (with_task_grads=False): one gradient of sum_i w_i L_i, w = the method's loss
     weights; what vanilla training costs.
   per cluster (with_task_grads=True): g_i = grad L_i for every cluster, [k, ...] on each leaf,

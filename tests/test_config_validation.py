@@ -10,6 +10,7 @@ from configs import fashion_mnist, fashion_mnist_dit
 from diffmtl import config_validation
 from diffmtl.data import from_config as data_from_config
 from diffmtl.errors import UserError
+from tools import config_reference
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -142,36 +143,15 @@ def test_channels_must_match_the_data():
         data_from_config.make_source(config)
 
 
-def _bad_values(value):
-    """Values of the wrong kind or range for a field holding `value`."""
-    if isinstance(value, bool):
-        return ["maybe"]
-    if isinstance(value, int):
-        return [-1]
-    if isinstance(value, float):
-        return [-1.0, float("nan")]
-    if isinstance(value, str):
-        return ["no_such_value"]
-    if isinstance(value, tuple):
-        return [("x",)]
-    return []
-
-
-def _fields(config):
-    from flax import traverse_util
-
-    return traverse_util.flatten_dict(config.to_dict())
-
-
 @pytest.mark.parametrize("module", [fashion_mnist, fashion_mnist_dit])
 def test_every_field_has_a_check_that_names_it(module):
     """Generated bad values for every field of the config: each ends in a UserError naming that
     field, or the field is one of config_validation.FREE_FIELDS (with where it is checked). A
     field added without a check fails here."""
     unchecked = []
-    for path, value in _fields(module.get_config()).items():
+    for path, value in config_reference.fields(module.get_config()).items():
         field = ".".join(path)
-        for bad in _bad_values(value):
+        for bad in config_reference.bad_values(value):
             config = module.get_config()
             node = config
             for key in path[:-1]:
@@ -192,7 +172,7 @@ def test_every_field_has_a_check_that_names_it(module):
                     unchecked.append((field, bad, "accepted"))
     assert not unchecked, unchecked
     stale = set(config_validation.FREE_FIELDS) - {
-        ".".join(p) for p in _fields(fashion_mnist.get_config())
+        ".".join(p) for p in config_reference.fields(fashion_mnist.get_config())
     }
     assert not stale, stale
 

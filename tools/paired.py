@@ -28,7 +28,7 @@ def table(data: dict, pairs: list[tuple[str, str]], step: int, metric: str, marg
         stats = paired.paired(d)
         equivalent = f"{paired.tost(d, margin):.2g}" if len(d) >= 2 else ""
         lines.append(
-            f"| {row} | {control} | {stats.text(3 if metric != 'fid' else 1)} | {equivalent} |"
+            f"| {row} | {control} | {stats.text(1 if metric == 'fid' else 5)} | {equivalent} |"
         )
     return "\n".join(lines)
 

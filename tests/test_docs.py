@@ -1,0 +1,109 @@
+"""The documentation checks itself: every relative link of README.md, CHANGELOG.md and docs/*.md
+resolves (file and heading anchor), every `python -m X` names a module of this repository or an
+installed one and every `main.py --config=` names a config file, the README's MTL snippet runs,
+docs/configs.md is what tools/config_reference.py generates, and the README stays short."""
+
+import glob
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from main_runs import ROOT
+from tools import config_reference
+
+PAGES = sorted(
+    [os.path.join(ROOT, "README.md"), os.path.join(ROOT, "CHANGELOG.md")]
+    + glob.glob(os.path.join(ROOT, "docs", "*.md"))
+)
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+MODULE = re.compile(r"python3? -m ([\w.]+)")
+CONFIG = re.compile(r"main\.py[^\n`]*?--config=([\w./]+\.py)")
+HEADING = re.compile(r"^#+ (.*)$", re.MULTILINE)
+
+
+def _text(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def anchor(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading."""
+    heading = re.sub(r"[`*_]", "", heading.strip().lower())
+    return re.sub(r"[^\w\- ]", "", heading).replace(" ", "-")
+
+
+def _name(path):
+    return os.path.relpath(path, ROOT)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_name)
+def test_relative_links_resolve(page):
+    broken = []
+    for target in LINK.findall(_text(page)):
+        if re.match(r"[a-z]+://|mailto:", target):
+            continue
+        file, _, fragment = target.partition("#")
+        path = os.path.normpath(os.path.join(os.path.dirname(page), file)) if file else page
+        headings = () if not path.endswith(".md") or not os.path.exists(path) else {
+            anchor(h) for h in HEADING.findall(_text(path))
+        }  # fmt: skip
+        if not os.path.exists(path) or (fragment and headings and fragment not in headings):
+            broken.append(target)
+    assert not broken, broken
+
+
+def _module_exists(name: str) -> bool:
+    parts = name.split(".")
+    base = os.path.join(ROOT, *parts)
+    if os.path.isfile(base + ".py") or os.path.isfile(os.path.join(base, "__init__.py")):
+        return True
+    if parts[0] in {"diffmtl", "benchmarks", "tools", "configs"}:
+        return False
+    return importlib.util.find_spec(parts[0]) is not None  # pip, venv, jupytext, ...
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_name)
+def test_commands_name_existing_modules_and_configs(page):
+    text = _text(page)
+    missing = [m for m in MODULE.findall(text) if not _module_exists(m)]
+    missing += [c for c in CONFIG.findall(text) if c != "CONFIG" and not os.path.isfile(
+        os.path.join(ROOT, c))]  # fmt: skip
+    assert not missing, missing
+
+
+def test_the_readme_is_a_short_guide_and_its_mtl_snippet_runs(tmp_path):
+    readme = _text(os.path.join(ROOT, "README.md"))
+    assert len(readme.splitlines()) <= 250
+    snippet = readme.split("<!-- mtl-snippet")[1].split("```python\n")[1].split("```")[0]
+    (tmp_path / "snippet.py").write_text(snippet)
+    env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run(
+        [sys.executable, "snippet.py"], cwd=tmp_path, capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    name, *losses = result.stdout.replace("[", " ").replace("]", " ").split()
+    assert name == "upgrad" and len(losses) == 3
+
+
+def test_nothing_cites_a_file_outside_the_repository():
+    listed = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    outside = ("PAPER" + ".md", "DESIGN" + ".md", "STYLE" + ".md")
+    cited = [
+        name
+        for name in listed
+        if name.endswith((".py", ".md", ".toml", ".txt", ".sh", ".ipynb"))
+        and any(word in _text(os.path.join(ROOT, name)) for word in outside)
+    ]
+    assert not cited, cited
+
+
+def test_the_config_reference_page_is_up_to_date():
+    assert _text(os.path.join(ROOT, "docs", "configs.md")) == config_reference.reference(), (
+        "docs/configs.md is out of date: python -m tools.config_reference"
+    )

@@ -8,7 +8,8 @@
 Every row trains the CPU-sized UNet below from the same initialisation and data order per seed
 (config.seed), with one step budget and batch (B = 40: M = 1 microbatch, so k = 1, 2, 5, 8 all
 divide it), and is evaluated (EMA, FID_FMNIST / precision / recall on --num_samples DDIM-25
-samples of the same noise) at --num_evals evenly spaced checkpoints. Rows (the paper's Table 1, docs/method.md):
+samples of the same noise) at --num_evals evenly spaced checkpoints. Rows (the paper's Table 1,
+docs/method.md):
   core:       vanilla (k = 1), stratified (k = 5, equal weights), ANT-UW, ANT-Nash-MTL,
               ANT-PCGrad (k = 5, log-SNR clusters), P2 (k = 1, gamma 1), Min-SNR-5 (k = 1);
   clustering: ANT-UW with timestep, raw-SNR and gradient (TAS of vanilla seed 0) clusters;

@@ -5,7 +5,8 @@ classifier-free guidance (configs/fashion_mnist_latent_dit.py), guided and ungui
       [--num_train_steps=600] [--num_evals=3] [--num_samples=480] [--stop_after_runs=0]
       [--report_only] [--rows=vanilla,ant_nash] [--worker=0/1]
 
-Rows (the paper's Table 2, docs/method.md; the DiT-L/2 rows vanilla, Min-SNR, ANT-UW, and our ANT-Nash-MTL): vanilla
+Rows (the paper's Table 2, docs/method.md; the DiT-L/2 rows vanilla, Min-SNR, ANT-UW, and our
+ANT-Nash-MTL): vanilla
 (k = 1), Min-SNR-5 (k = 1), ANT-UW and ANT-Nash-MTL (k = 5 log-SNR clusters). Every run trains
 the config as it is (DiT-Ti/2 on the 8x8x4 latents, label dropout 0.1, 600 steps, lr 1e-3) and
 is evaluated with its guidance (scale 2.0) at --num_evals checkpoints, into --workdir, and as

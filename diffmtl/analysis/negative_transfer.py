@@ -1,4 +1,5 @@
-"""`python main.py --mode=ntg --config=... --workdir=...`: the negative transfer gap (docs/method.md, docs/analysis.md).
+"""`python main.py --mode=ntg --config=... --workdir=...`: the negative transfer gap
+(docs/method.md, docs/analysis.md).
 
 Our protocol (the paper does not publish its own):
   1. Split 0..T-1 into analysis.ntg_num_intervals equal intervals I_1..I_m.

@@ -1,5 +1,5 @@
-"""Task affinity (docs/method.md, docs/analysis.md): TAS(t1, t2) = cos(grad L_t1, grad L_t2), averaged over
-checkpoints.
+"""Task affinity (docs/method.md, docs/analysis.md): TAS(t1, t2) = cos(grad L_t1, grad L_t2),
+averaged over checkpoints.
 
 Every L_t is the training loss of timestep t on the same N images with the same noise (dropout
 off): L_t(theta) = mean_n loss(x0_n, t, eps_n). The gradients of a chunk of c timesteps are one

@@ -17,6 +17,7 @@ import logging as py_logging
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from diffmtl import config_fields
 from diffmtl.errors import exit_on_user_error
 
 FLAGS = flags.FLAGS
@@ -54,6 +55,16 @@ class _QuietCheckpointing(py_logging.Filter):
         return "/orbax/" not in record.pathname or record.levelno >= py_logging.WARNING
 
 
+def parse_flags(argv):
+    """absl's parsing, but a misspelt or renamed --config.<field> ends in one line naming it and
+    the closest fields (exit 2) instead of ml_collections' AttributeError traceback."""
+    try:
+        return app.parse_flags_with_usage(argv)
+    except (AttributeError, KeyError):
+        exit_on_user_error(config_fields.check_command_line, argv)
+        raise
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -73,4 +84,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

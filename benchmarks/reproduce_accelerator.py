@@ -83,14 +83,15 @@ PILOT = ("vanilla_lr2e3", "ant_nash_lr2e3", "vanilla_lr4e3", "ant_nash_lr4e3")
 PILOT_TIMED = 2  # The first two pilot rows are timed; the others have their programs' cost.
 
 
-def base_config():
-    return sweep.override(fashion_mnist.get_config(), CPU_SCALE if FLAGS.scale == "cpu" else SCALE)
+def base_config(scale: str = "accelerator"):
+    """configs/fashion_mnist.py at SCALE ('accelerator') or CPU_SCALE ('cpu')."""
+    return sweep.override(fashion_mnist.get_config(), CPU_SCALE if scale == "cpu" else SCALE)
 
 
-def time_row(row: sweep.Row, timing_steps: int) -> dict:
+def time_row(row: sweep.Row, timing_steps: int, scale: str = "accelerator") -> dict:
     """Seconds per training step (median of `timing_steps`, after a compile run; both compiled
     steps in the MTL method's proportion) and per sampling batch of the row's config."""
-    config = sweep.override(base_config(), row.overrides)
+    config = sweep.override(base_config(scale), row.overrides)
     exp = experiment.build_experiment(config)
     state = experiment.initial_state(config, exp)
     data = pipeline.GlobalBatchIterator(exp.source, 0, exp.layout, exp.mesh)
@@ -128,7 +129,7 @@ def estimate(timings: list[dict], names, steps: int, evals: int, samples: int, s
 
 
 def plan() -> str:
-    timings = [time_row(row, FLAGS.timing_steps) for row in table1.named(CORE)]
+    timings = [time_row(row, FLAGS.timing_steps, FLAGS.scale) for row in table1.named(CORE)]
     return json.dumps(
         {
             "device": jax.devices()[0].device_kind,
@@ -166,7 +167,7 @@ def _write(name: str, data: dict) -> None:
 def pilot() -> str:
     """Times the pilot's programs, sizes its runs to the budget, trains and evaluates them."""
     rows = table1.named(PILOT)
-    timings = [time_row(row, FLAGS.timing_steps) for row in rows[:PILOT_TIMED]]
+    timings = [time_row(row, FLAGS.timing_steps, FLAGS.scale) for row in rows[:PILOT_TIMED]]
     steps = pilot_steps(timings, PILOT, FLAGS.pilot_train_seconds, FLAGS.pilot_round)
     plan_record = {
         "device": jax.devices()[0].device_kind,
@@ -190,7 +191,8 @@ def pilot() -> str:
     workdir = f"{FLAGS.workdir}/pilot"
     results = None
     for _ in rows:  # One run at a time: its figures are out as it ends.
-        results = sweep.run_sweep(base_config(), rows, settings, workdir, stop_after_runs=1)
+        base = base_config(FLAGS.scale)
+        results = sweep.run_sweep(base, rows, settings, workdir, stop_after_runs=1)
         _write("pilot_results.json", {"plan": plan_record, **results.data})
         if all(results.finished(sweep.run_name(row, 0)) for row in rows):
             break
@@ -209,7 +211,8 @@ def sweep_of(mode: str) -> str:
     )
     workdir = f"{FLAGS.workdir}/{mode}"
     rows = table1.named(names)
-    results = sweep.run_sweep(base_config(), rows, settings, workdir, FLAGS.stop_after_runs)
+    base = base_config(FLAGS.scale)
+    results = sweep.run_sweep(base, rows, settings, workdir, FLAGS.stop_after_runs)
     return sweep_report.write_report(workdir, rows, results)
 
 

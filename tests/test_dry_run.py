@@ -15,6 +15,7 @@ import pytest
 from flax import traverse_util
 
 from conftest import make_tiny_config
+from diffmtl.clustering import from_config as clustering_from_config
 from diffmtl.errors import UserError
 from diffmtl.training import dry_run, experiment
 from main_runs import config_flags
@@ -156,3 +157,21 @@ def test_scan_steps_report_the_flops_of_every_iteration(devices):
         config.train.batch_size = 16
         reports[loop] = dry_run.dry_run(config, devices).task_grads_step
     assert reports["scan"].flops == pytest.approx(reports["unroll"].flops, rel=0.02)
+
+
+def test_gradient_clusters_dry_run_on_placeholder_intervals_without_their_tas_file(tmp_path):
+    """The TAS file changes the intervals' values, not the step's shapes or cost: a dry run
+    without it uses k uniform intervals and says so in one line; training still refuses."""
+    config = make_tiny_config()
+    config.clustering.method = "gradient"
+    config.clustering.tas_path = str(tmp_path / "not_yet.npy")
+    boundaries = clustering_from_config.cluster_boundaries(config, placeholder=True)
+    np.testing.assert_array_equal(
+        boundaries, clustering_from_config.intervals.uniform_boundaries(1000, config.clustering.k)
+    )
+    reason = clustering_from_config.placeholder_reason(config)
+    assert "not_yet.npy" in reason and "uniform intervals" in reason
+    with pytest.raises(UserError, match="TAS file .*not_yet.npy does not exist"):
+        clustering_from_config.cluster_boundaries(config)
+    np.save(tmp_path / "not_yet.npy", np.eye(1000, dtype=np.float32))
+    assert clustering_from_config.placeholder_reason(config) == ""

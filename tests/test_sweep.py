@@ -67,8 +67,10 @@ def test_overrides_must_name_config_fields():
     config = sweep.override(make_tiny_config(), {"clustering.k": 3})
     assert config.clustering.k == 3 and make_tiny_config().clustering.k != 3
     for name in ("clustering.kk", "clusterin.k", "seed.k"):
-        with pytest.raises(UserError, match=f"'{name}' is not a config field"):
+        with pytest.raises(UserError, match=f"sweep override {name} does not exist"):
             sweep.override(config, {name: 3})
+    with pytest.raises(UserError, match="mtl.pcgrad_seed was renamed to mtl.pcgrad.seed"):
+        sweep.override(config, {"mtl.pcgrad_seed": 1})
 
 
 def test_the_table_rows_are_the_issues_and_vanilla_gives_the_gradient_rows_their_tas():
@@ -356,6 +358,15 @@ def test_the_accelerator_sweep_is_valid_at_its_scale_and_its_estimate_adds_up():
     expected = 2 * (1000 * 0.02 + 2 * 3 * 3.0 + 1000 * 0.03 + 2 * 3 * 3.0) / 3600
     hours = accelerator.estimate(timings, ("vanilla", "ant_nash"), 1000, 2, 2500, 2)
     assert hours == round(expected, 2)
+    for row in reproduce_table1.named(accelerator.PILOT):  # the pilot's rows, at both scales
+        for scale in ("accelerator", "cpu"):
+            config = sweep.override(accelerator.base_config(scale), row.overrides)
+            config_validation.validate(config, 1)
+    # The pilot's steps: (budget - 2 uncached compiles of 5 s) / (2 x 0.02 + 2 x 0.03) s per
+    # step of the four runs = (100 - 10) / 0.1 = 900, a multiple of 50.
+    timed = [dict(timings[0], compile_s=5.0), dict(timings[1], compile_s=4.0)]
+    assert accelerator.pilot_steps(timed, accelerator.PILOT, 100.0, 50) == 900
+    assert accelerator.pilot_steps(timed, accelerator.PILOT, 10.0, 50) == 50  # at least one round
 
 
 def test_table2_retrains_only_runs_whose_checkpoints_were_lost_before_their_unguided_eval(

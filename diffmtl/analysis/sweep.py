@@ -38,6 +38,7 @@ import ml_collections
 from absl import logging
 from etils import epath
 
+from diffmtl import config_fields
 from diffmtl.analysis import tas_command
 from diffmtl.errors import UserError
 from diffmtl.evaluation import evaluator as evaluation
@@ -99,14 +100,11 @@ def override(config: ml_collections.ConfigDict, fields) -> ml_collections.Config
     items = fields.items() if isinstance(fields, dict) else fields
     with config.unlocked():
         for name, value in items:
+            config_fields.check_field(config, name, "sweep override")
             *parents, leaf = name.split(".")
             node = config
             for parent in parents:
-                node = node.get(parent)
-                if not isinstance(node, ml_collections.ConfigDict):
-                    break
-            if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
-                raise UserError(f"sweep override {name!r} is not a config field")
+                node = node[parent]
             node[leaf] = value
     return config
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from etils import epath
 
 from diffmtl.clustering import costs, dp, intervals
 from diffmtl.diffusion import schedule
@@ -59,12 +60,31 @@ def timestep_range(config) -> tuple[int, int]:
     return 0, config.diffusion.num_timesteps - 1
 
 
-def cluster_boundaries(config) -> np.ndarray:
+def _exists(path: str) -> bool:
+    try:
+        return epath.Path(path).exists()
+    except Exception:  # A bucket this host cannot reach: treated as absent (dry runs only).
+        return False
+
+
+def placeholder_reason(config) -> str:
+    """Why a dry run uses placeholder intervals ('' when it does not): gradient clusters whose
+    TAS file is not there yet. The intervals change the step's values, not its shapes or cost."""
+    cfg = config.clustering
+    if cfg.method != "gradient" or (cfg.tas_path and _exists(cfg.tas_path)):
+        return ""
+    return (
+        f"clustering.method='gradient' has no TAS file yet ({cfg.tas_path or 'no tas_path'}): "
+        f"the dry run uses {cfg.k} uniform intervals in its place (same k, same cost)"
+    )
+
+
+def cluster_boundaries(config, placeholder: bool = False) -> np.ndarray:
     """[k, 2] int32 inclusive intervals from config.clustering (method, k, tas_path,
-    timestep_range)."""
+    timestep_range). placeholder (dry runs): uniform intervals where placeholder_reason says."""
     cfg = config.clustering
     first, last = timestep_range(config)
-    if cfg.method == "uniform":
+    if cfg.method == "uniform" or (placeholder and placeholder_reason(config)):
         boundaries = intervals.uniform_boundaries(last - first + 1, cfg.k, first)
     else:
         cost = interval_cost(cfg.method, schedule.schedule_alphas_cumprod(config), cfg.tas_path)

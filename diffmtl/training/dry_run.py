@@ -24,6 +24,7 @@ import numpy as np
 
 from diffmtl import autoencoder, sharding
 from diffmtl.autoencoder import codec as codec_lib
+from diffmtl.clustering import from_config as clustering_from_config
 from diffmtl.errors import UserError
 from diffmtl.training import experiment
 
@@ -49,6 +50,7 @@ class DryRunReport(NamedTuple):
     task_grads_bytes: int  # k x parameter gradients in mtl.grad_dtype (0 if unused)
     decode: StepCost | None = None  # latents: decoding one sampling batch (evaluation only)
     decode_batch: int = 0  # its global batch (sampling.batch_size)
+    note: str = ""  # e.g. placeholder intervals in place of a missing TAS file
 
     @property
     def peak_bytes(self) -> int:
@@ -70,6 +72,8 @@ class DryRunReport(NamedTuple):
             out.append(
                 _step_line(f"decode of {self.decode_batch} samples (evaluation)", self.decode)
             )
+        if self.note:
+            out.append(f"note: {self.note}")
         return out
 
 
@@ -189,6 +193,7 @@ def dry_run(config, devices=None) -> DryRunReport:
         task_grads_bytes=k * num_params * grad_bytes if True in used else 0,
         decode=_decode_cost(config, exp.mesh) if config.data.name == "latents" else None,
         decode_batch=config.sampling.batch_size,
+        note=clustering_from_config.placeholder_reason(config),
     )
 
 

@@ -71,7 +71,7 @@ def build_experiment(
     source = data_from_config.make_source(config) if with_data else None
     example_shape = config_validation.example_shape(config)
     image_shape = (config.data.image_size, config.data.image_size, config.data.channels)
-    boundaries = clustering_from_config.cluster_boundaries(config)
+    boundaries = clustering_from_config.cluster_boundaries(config, placeholder=not with_data)
     log_snr = schedule.log_snr(schedule.schedule_alphas_cumprod(config))
     logging.info(
         "Clusters (%s):\n%s",

@@ -4,7 +4,8 @@ diffmtl.models.dit_weights reads (model.init_checkpoint).
   python tools/convert_dit.py --pt=DiT-XL-2-256x256.pt --out=DiT-XL-2-256x256.npz
 
 Needs PyTorch (only here: `pip install torch` in a side environment); the .npz then travels
-alone. A training checkpoint's "ema" entry is used when present (DiT samples with the EMA).
+alone. A training checkpoint of DiT's train.py ({model, ema, opt, args}) loads through PyTorch's
+safe loader with argparse.Namespace allowed, and its "ema" entry is used (DiT samples with it).
 """
 
 from __future__ import annotations

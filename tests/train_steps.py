@@ -24,6 +24,7 @@ def run_steps(config, devices, num_steps=2, with_task_grads=None):
     exp = experiment.build_experiment(config, devices)
     state = experiment.initial_state(config, exp)
     data = input_pipeline.GlobalBatchIterator(exp.source, config.seed, exp.layout, exp.mesh)
+    metrics = None  # num_steps = 0: the initial state
     for step in range(num_steps):
         flag = with_task_grads
         if flag is None:

@@ -74,6 +74,12 @@ def reverse_coefficients(alphas_cumprod: np.ndarray, num_steps: int, eta: float)
     return ReverseCoefficients(steps, abar, abar_prev, sigma, *posterior_log_variances(abar))
 
 
+def sample_labels(indices: np.ndarray, num_classes: int) -> np.ndarray:
+    """int32 [n]: sample i's class label, i mod num_classes (balanced classes, the same whatever
+    the batch or the devices)."""
+    return (np.asarray(indices) % num_classes).astype(np.int32)
+
+
 def _sample_keys(seed: int, indices: np.ndarray) -> np.ndarray:
     base = jax.random.PRNGKey(seed)
     return np.asarray(jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(indices)))
@@ -132,7 +138,7 @@ def make_sampler(
         keys = jax.make_array_from_callback(keys.shape, spec, lambda idx: keys[idx])
         labels = None
         if num_classes:
-            host = (np.asarray(indices) % num_classes).astype(np.int32)
+            host = sample_labels(indices, num_classes)
             labels = jax.make_array_from_callback(host.shape, spec, lambda idx: host[idx])
         x = initial(keys)
         for i in reversed(range(len(coef.timesteps))):

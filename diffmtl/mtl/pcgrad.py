@@ -44,15 +44,20 @@ def projection_weights(gram: jax.Array, orders: jax.Array) -> tuple[jax.Array, j
     return coeffs.sum(axis=0) / k, count
 
 
+def task_orders(key: jax.Array, num_tasks: int) -> jax.Array:
+    """[k, k] int: row i is a random permutation of the tasks, the order in which task i meets
+    the others at this step (each task its own, drawn anew every step)."""
+    keys = jax.random.split(key, num_tasks)
+    return jax.vmap(lambda kk: jax.random.permutation(kk, num_tasks))(keys)
+
+
 def pcgrad(num_tasks: int, seed: int = 0) -> optax.GradientTransformationExtraArgs:
     """PCGrad over per-cluster gradients [k, ...] (it needs them at every step); the state's
     extra is the number of projections of the last update."""
 
     def weights_fn(gram, task_losses, key, extra):
         del task_losses, extra
-        keys = jax.random.split(key, num_tasks)
-        orders = jax.vmap(lambda kk: jax.random.permutation(kk, num_tasks))(keys)
-        return projection_weights(gram, orders)
+        return projection_weights(gram, task_orders(key, num_tasks))
 
     return base.gram_weighting(num_tasks, weights_fn, jnp.zeros((), jnp.int32), seed)
 

@@ -4,6 +4,7 @@
   python main.py --config=configs/fashion_mnist.py:vanilla --workdir=/tmp/vanilla  # k = 1, equal
   python main.py --mode=sample --config=configs/fashion_mnist.py --workdir=/tmp/fmnist
   python main.py --mode=evaluate --config=configs/fashion_mnist.py --workdir=/tmp/fmnist
+  python main.py --mode=ema_sweep --config=configs/fashion_mnist.py --workdir=/tmp/fmnist
   python main.py --mode=tas --config=configs/fashion_mnist.py --workdir=/tmp/fmnist  # tas.npy
   python main.py --mode=ntg --config=configs/fashion_mnist.py --workdir=/tmp/ntg
   python main.py --config=configs/fashion_mnist.py --dry_run --device_memory_gb=16
@@ -25,8 +26,9 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard eve
 flags.DEFINE_enum(
     "mode",
     "train",
-    ["train", "sample", "evaluate", "tas", "ntg"],
+    ["train", "sample", "evaluate", "ema_sweep", "tas", "ntg"],
     "train (resuming from the workdir's newest checkpoint); sample / evaluate that checkpoint; "
+    "ema_sweep: evaluate it at each post-hoc EMA length of eval.ema_sweep_sigma_rels; "
     "tas: task affinity of the workdir's checkpoints; ntg: negative transfer gap experiment.",
 )
 flags.DEFINE_bool(

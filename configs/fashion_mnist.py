@@ -137,6 +137,11 @@ def get_config(variant: str = "ant") -> ml_collections.ConfigDict:
     # > 0: rescale the combined gradient to this global norm instead (a diagnostic of round 2).
     config.train.fixed_grad_norm = 0.0
     config.train.ema_decay = 0.999  # EMA decay cap; warm-up min(cap, (1 + s) / (10 + s)).
+    # Post-hoc EMA (docs/evaluation.md): sigma_rel of the power-function EMA profiles tracked
+    # beside the EMA above ((): none), and how often both are saved to <workdir>/ema_snapshots
+    # (0: never; the last step always) to reconstruct any EMA length after training.
+    config.train.ema_profiles = (0.05, 0.10)
+    config.train.ema_snapshot_every_steps = 40
     # Steps with a non-finite loss or gradient are skipped; this many in a row stop the run.
     config.train.max_consecutive_skips = 10
 
@@ -171,6 +176,10 @@ def get_config(variant: str = "ant") -> ml_collections.ConfigDict:
     config.eval = ml_collections.ConfigDict()
     config.eval.every_steps = 0  # FID + validation loss during training (0: only at the end).
     config.eval.num_samples = 480  # Samples per FID (biased upwards at few; ~1 CPU minute).
+    # Evaluate at this post-hoc EMA length, reconstructed from the snapshots (0: the EMA of
+    # train.ema_decay); --mode=ema_sweep evaluates each of ema_sweep_sigma_rels.
+    config.eval.ema_sigma_rel = 0.0
+    config.eval.ema_sweep_sigma_rels = (0.03, 0.05, 0.07, 0.1, 0.15, 0.2)
     # 'fmnist_classifier' (FID_FMNIST, committed weights) or 'inception' (FID; needs the file).
     config.eval.feature_network = "fmnist_classifier"
     config.eval.inception_path = ""  # FID Inception weights .npz (README: FID on natural images).

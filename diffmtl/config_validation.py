@@ -16,6 +16,7 @@ from diffmtl.errors import UserError, require, require_one_of
 from diffmtl.evaluation.metrics import inception
 from diffmtl.evaluation.metrics.features import NETWORKS
 from diffmtl.models import dit
+from diffmtl.training import post_hoc_ema
 
 
 def nearest_valid_batch_sizes(batch_size: int, multiple: int) -> list[int]:
@@ -187,6 +188,12 @@ def _check_train(config, num_devices: int) -> None:
     )
     require_one_of(cfg.microbatch_loop, ("unroll", "scan"), "train.microbatch_loop")
     require(0 <= cfg.ema_decay < 1, f"train.ema_decay={cfg.ema_decay} must be in [0, 1)")
+    _check_sigma_rels(tuple(cfg.ema_profiles), "train.ema_profiles")
+    require(
+        isinstance(cfg.ema_snapshot_every_steps, int) and cfg.ema_snapshot_every_steps >= 0,
+        f"train.ema_snapshot_every_steps={cfg.ema_snapshot_every_steps} must be >= 0 (0: only "
+        "the last step)",
+    )
     require(
         cfg.max_consecutive_skips >= 1,
         f"train.max_consecutive_skips={cfg.max_consecutive_skips} must be >= 1",
@@ -248,6 +255,15 @@ def _check_sampling(config, num_devices: int) -> None:
     )
 
 
+def _check_sigma_rels(values: tuple, field: str, extra: str = "") -> None:
+    """Post-hoc EMA lengths: numbers in (0, post_hoc_ema.MAX_SIGMA_REL]."""
+    top = post_hoc_ema.MAX_SIGMA_REL
+    require(
+        all(isinstance(v, int | float) and 0 < v <= top for v in values),
+        f"{field}={values} must be sigma_rel values in (0, {top}] {extra}".strip(),
+    )
+
+
 def _check_eval(config, num_devices: int, check_files: bool) -> None:
     cfg = config.eval
     require(cfg.every_steps >= 0, "eval.every_steps must be >= 0 (0: only at the end)")
@@ -273,6 +289,9 @@ def _check_eval(config, num_devices: int, check_files: bool) -> None:
             "data)",
         )
     require(cfg.num_reference >= 2, f"eval.num_reference={cfg.num_reference} must be >= 2")
+    if cfg.ema_sigma_rel != 0:
+        _check_sigma_rels((cfg.ema_sigma_rel,), "eval.ema_sigma_rel", "or 0 (the classic EMA)")
+    _check_sigma_rels(tuple(cfg.ema_sweep_sigma_rels), "eval.ema_sweep_sigma_rels")
     _divisible_by_devices(cfg.batch_size, "eval.batch_size", num_devices)
     require(cfg.precision_recall_k >= 1, "eval.precision_recall_k must be >= 1")
     _divisible_by_devices(cfg.val_num_images, "eval.val_num_images", num_devices)

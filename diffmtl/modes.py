@@ -9,6 +9,7 @@ import jax
 
 from diffmtl.analysis import negative_transfer, tas_command
 from diffmtl.errors import UserError
+from diffmtl.evaluation import ema_sweep as ema_sweep_lib
 from diffmtl.evaluation import evaluator as evaluation
 from diffmtl.training import dry_run as dry_run_lib
 from diffmtl.training import loop, resume
@@ -30,10 +31,16 @@ def sample(config, workdir: str) -> str:
 def evaluate_checkpoint(config, workdir: str) -> str:
     """Evaluates the newest checkpoint: metrics.json and validation_loss.png in `workdir`."""
     exp, params, step = resume.restore_ema_params(config, workdir)
+    params = ema_sweep_lib.post_hoc_params(config, workdir, params, step)
     evaluator = evaluation.Evaluator(config, exp, workdir)
     metrics, _ = evaluator(params, config.eval.num_samples)
     path = evaluator.write_final(metrics, step)
-    return f"step {step}: {evaluator.headline(metrics)} ({path})"
+    ema = (
+        f", post-hoc EMA sigma_rel {config.eval.ema_sigma_rel:g}"
+        if config.eval.ema_sigma_rel
+        else ""
+    )
+    return f"step {step}{ema}: {evaluator.headline(metrics)} ({path})"
 
 
 def train_mode(config, workdir: str) -> str:
@@ -99,6 +106,7 @@ MODES = {
         "train": train_mode,
         "sample": sample,
         "evaluate": evaluate_checkpoint,
+        "ema_sweep": ema_sweep_lib.ema_sweep,
         "tas": task_affinity,
         "ntg": negative_transfer_gap,
     }.items()

@@ -65,7 +65,7 @@ MUTATIONS = (
       "high = boundaries[:, 1:]", ("tests/test_tasks.py",)),
     M("width_factor_without_k", "diffmtl/tasks.py",
       "return widths * boundaries.shape[0] / num_timesteps", "return widths / num_timesteps",
-      ("tests/test_tasks.py",)),
+      ("tests/test_mtl_library.py",)),
     M("task_losses_sum", "diffmtl/tasks.py", "return jnp.mean(per_example_loss, axis=axes)",
       "return jnp.sum(per_example_loss, axis=axes)", ("tests/test_tasks.py",)),
     # MTL methods.
@@ -74,7 +74,7 @@ MUTATIONS = (
     M("pcgrad_conflict_sign", "diffmtl/mtl/pcgrad.py", "conflict = (dots < 0) &",
       "conflict = (dots > 0) &", ("tests/test_mtl.py",)),
     M("upgrad_mean_axis", "diffmtl/mtl/upgrad.py", "return per_task.mean(axis=0)",
-      "return per_task.mean(axis=1)", ("tests/test_mtl.py",)),
+      "return per_task.mean(axis=1)", ("tests/test_mtl.py", "tests/test_mtl_library.py")),
     M("uw_weight_half", "diffmtl/mtl/uncertainty.py", "return 0.5 * jnp.exp(-s) / s.shape[0]",
       "return jnp.exp(-s) / s.shape[0]", ("tests/test_mtl.py",)),
     M("cagrad_rescale", "diffmtl/mtl/cagrad.py", "/ (1.0 + c**2)", "/ (1.0 + c)",

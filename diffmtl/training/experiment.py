@@ -90,6 +90,7 @@ def build_experiment(
         example_shape=example_shape,
         boundaries=boundaries,
         num_classes=config.data.num_classes,
+        num_ema_profiles=len(config.train.ema_profiles),
     )
     state_sharding = sharding.state_shardings(jax.eval_shape(init, jax.random.PRNGKey(0)), mesh)
     train_step = {

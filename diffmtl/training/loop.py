@@ -20,7 +20,15 @@ from absl import logging
 from diffmtl.data import images, pipeline
 from diffmtl.errors import UserError
 from diffmtl.evaluation import evaluator as evaluator_lib
-from diffmtl.training import checkpointing, events, host_malloc, programs, resume, run_info
+from diffmtl.training import (
+    checkpointing,
+    ema_snapshots,
+    events,
+    host_malloc,
+    programs,
+    resume,
+    run_info,
+)
 from diffmtl.training.experiment import build_experiment
 from diffmtl.training.train_state import TrainState
 
@@ -104,10 +112,13 @@ def train_and_evaluate(
         config.data.random_flip,
     )
     writer = events.create_writer(workdir, just_logging=jax.process_index() > 0)
+    snapshots = ema_snapshots.make_manager(workdir) if config.train.ema_profiles else None
+    managers = [m for m in (manager, snapshots) if m is not None]
     try:
-        state = _train_loop(config, workdir, exp, state, data, manager, evaluator, writer, on_log)
+        state = _train_loop(config, workdir, exp, state, data, managers, evaluator, writer, on_log)
     finally:  # A stop (bad image, non-finite run) still lets an in-flight save complete.
-        manager.wait_until_finished()
+        for m in managers:
+            m.wait_until_finished()
     num_steps = config.train.num_train_steps
     scores, samples = evaluator(state.ema_params, config.eval.num_samples)
     writer.write_scalars(num_steps, scores)
@@ -122,9 +133,11 @@ def train_and_evaluate(
 
 
 def _train_loop(
-    config, workdir, exp, state, data, manager, evaluator, writer, on_log=None
+    config, workdir, exp, state, data, managers, evaluator, writer, on_log=None
 ) -> TrainState:
-    """Steps from state.step to train.num_train_steps: logging, checkpoints, evaluations."""
+    """Steps from state.step to train.num_train_steps: logging, checkpoints, EMA snapshots,
+    evaluations. managers: the checkpoints' and, with post-hoc EMA, the snapshots'."""
+    manager, snapshots = (managers + [None])[:2]
     num_steps = config.train.num_train_steps
     report = events.Progress(num_steps, writer)
     first = int(jax.device_get(state.step))
@@ -162,6 +175,8 @@ def _train_loop(
                 "boundaries": exp.boundaries.tolist(),
             }
             checkpointing.save(manager, state, meta)
+        if snapshots is not None and ema_snapshots.due(config, done):
+            ema_snapshots.save(snapshots, state, config)
         if done < num_steps and _every(config.eval.every_steps, done):
             scores, _ = evaluator(state.ema_params, config.eval.num_samples)
             writer.write_scalars(done, scores)

@@ -50,6 +50,7 @@ LOCKED = (
     "mtl",
     "model",
     "train.batch_size",
+    "train.ema_profiles",  # the state's layout
 )
 
 

@@ -27,6 +27,7 @@ from jax.sharding import Mesh, PartitionSpec
 from diffmtl import models, sharding, tasks
 from diffmtl.diffusion import losses, schedule
 from diffmtl.mtl import base as mtl_base
+from diffmtl.training import post_hoc_ema
 from diffmtl.training.optimizer import mtl_state
 from diffmtl.training.train_state import TrainState, ema_decay
 
@@ -263,6 +264,7 @@ def make_train_step(
     """
     loss_fn = loss_from_config(config, model, diffusion, mesh)
     max_decay = config.train.ema_decay
+    gammas = [post_hoc_ema.sigma_rel_to_gamma(s) for s in config.train.ema_profiles]
     loop = config.train.microbatch_loop
     grad_dtype = jnp.dtype(config.mtl.grad_dtype)
     abar = diffusion.alphas_cumprod
@@ -319,16 +321,18 @@ def make_train_step(
         ema_params = jax.tree.map(
             lambda e, p: decay * e + (1 - decay) * p, state.ema_params, params
         )
+        profiles = post_hoc_ema.update_profiles(state.ema_profiles, params, state.step + 1, gammas)
         finite = all_finite(task_losses, grads)
-        params, ema_params, opt_state = jax.tree.map(
+        params, ema_params, opt_state, profiles = jax.tree.map(
             lambda new, old: jnp.where(finite, new, old),
-            (params, ema_params, opt_state),
-            (state.params, state.ema_params, state.opt_state),
+            (params, ema_params, opt_state, profiles),
+            (state.params, state.ema_params, state.opt_state, state.ema_profiles),
         )
         new_state = state.replace(
             step=state.step + 1,
             params=params,
             ema_params=ema_params,
+            ema_profiles=profiles,
             opt_state=opt_state,
             consecutive_skips=jnp.where(finite, 0, state.consecutive_skips + 1),
         )

@@ -20,6 +20,8 @@ class TrainState(flax.struct.PyTreeNode):
     rng: [2] uint32 raw PRNG key; step s uses fold_in(rng, s), so no key is drawn on the host.
     boundaries: [k, 2] int32 inclusive timestep intervals of the clusters.
     consecutive_skips: [] int32, steps skipped in a row for a non-finite loss or gradient.
+    ema_profiles: tuple of params-shaped trees, the power-function EMA profiles of
+      train.ema_profiles (post_hoc_ema.py), sharded like params; () when none are tracked.
     """
 
     step: jax.Array
@@ -29,6 +31,7 @@ class TrainState(flax.struct.PyTreeNode):
     rng: jax.Array
     boundaries: jax.Array
     consecutive_skips: jax.Array
+    ema_profiles: tuple = ()
 
 
 def create_train_state(
@@ -38,9 +41,11 @@ def create_train_state(
     example_shape: tuple[int, int, int],
     boundaries: jax.Array,
     num_classes: int = 0,
+    num_ema_profiles: int = 0,
 ) -> TrainState:
     """Initialises params from `key` and the rest from them. example_shape is (H, W, C);
-    num_classes > 0: the model takes class labels."""
+    num_classes > 0: the model takes class labels; num_ema_profiles: post-hoc EMA profiles
+    (their first update gives them the parameters whatever they start from)."""
     init_key, train_key = jax.random.split(key)
     x = jnp.zeros((1, *example_shape), jnp.float32)
     t = jnp.zeros((1,), jnp.int32)
@@ -54,6 +59,7 @@ def create_train_state(
         rng=train_key,
         boundaries=jnp.asarray(boundaries, jnp.int32),
         consecutive_skips=jnp.zeros((), jnp.int32),
+        ema_profiles=tuple(jax.tree.map(jnp.copy, params) for _ in range(num_ema_profiles)),
     )
 
 

@@ -192,3 +192,34 @@ def test_every_mutation_of_the_mutation_check_applies_exactly_once(tmp_path):
         mutants.apply(mutation, str(tmp_path))
         assert mutation.old != mutation.new and mutation.new in target.read_text()
         assert all(os.path.isfile(os.path.join(mutants.ROOT, t)) for t in mutation.tests)
+
+
+def test_cagrad_on_two_orthonormal_gradients_is_the_mean_times_its_closed_form():
+    """g1, g2 orthonormal: by symmetry x = (1/2, 1/2), g_x = g0, so the update is
+    (g0 + c g0) / (1 + c^2)."""
+    from diffmtl.mtl import cagrad
+
+    grads = np.eye(2)
+    for c in (0.0, 0.4, 0.9):
+        w = np.asarray(cagrad.cagrad_weights(jnp.asarray(grads @ grads.T, jnp.float32), c))
+        np.testing.assert_allclose(w @ grads, grads.mean(0) * (1 + c) / (1 + c**2), atol=1e-4)
+
+
+def _project_to_dual_cone(g, grads):
+    """argmin_v |v - g|^2 subject to <v, g_j> >= 0 for every j (scipy's SLSQP, float64)."""
+    from scipy import optimize
+
+    constraints = [{"type": "ineq", "fun": lambda v, gj=gj: v @ gj} for gj in grads]
+    return optimize.minimize(lambda v: np.sum((v - g) ** 2), g, constraints=constraints,
+                             method="SLSQP", options={"ftol": 1e-12}).x  # fmt: skip
+
+
+def test_upgrad_is_the_mean_of_the_projections_onto_the_dual_cone():
+    from diffmtl.mtl import upgrad
+
+    grads = np.random.default_rng(15).normal(size=(3, 4))
+    grads[:, 0] += 1.0  # conflicting pairs, a dual cone with an interior
+    expected = np.mean([_project_to_dual_cone(g, grads) for g in grads], axis=0)
+    assert np.linalg.norm(expected) > 0.5
+    w = np.asarray(upgrad.upgrad_weights(jnp.asarray(grads @ grads.T, jnp.float32)))
+    np.testing.assert_allclose(w @ grads, expected, atol=1e-4)

@@ -90,13 +90,13 @@ def get_config(variant: str = "ant") -> ml_collections.ConfigDict:
     # Nash-MTL's update, UW at equilibrium, FAMO and DWA are invariant to it (docs/method.md).
     config.clustering.width_weighting = False
 
-    # MTL method over the clusters (docs/mtl.md): 'equal', 'uw', 'continuous_uw', 'famo', 'dwa',
-    # 'rlw' (loss-based), 'pcgrad', 'nash_mtl', 'mgda', 'cagrad', 'imtl_g', 'aligned_mtl', 'upgrad',
-    # 'dualproj', 'config' (Gram-based). Each method's options are its own section with its
-    # defaults, documented in diffmtl/mtl/<method>.py: mtl.uw.learning_rate (0.025),
-    # mtl.pcgrad.seed, mtl.nash_mtl.update_every (25) and .max_norm (1.0), mtl.cagrad.c (0.4),
-    # mtl.famo.learning_rate / .gamma, mtl.dwa.temperature / .window, mtl.rlw.seed, and
-    # continuous UW's. (Fields renamed from earlier versions: CHANGELOG.md.)
+    # MTL method over the clusters (docs/mtl.md): 'equal', 'fixed', 'uw', 'continuous_uw',
+    # 'famo', 'dwa', 'rlw' (loss-based), 'pcgrad', 'nash_mtl', 'mgda', 'cagrad', 'imtl_g',
+    # 'aligned_mtl', 'upgrad', 'dualproj', 'config' (Gram-based). Each method's options are its
+    # own section with its defaults, documented in diffmtl/mtl/<method>.py and docs/configs.md:
+    # mtl.uw.learning_rate (0.025), mtl.pcgrad.seed, mtl.nash_mtl.update_every (25) and
+    # .max_norm (1.0), mtl.cagrad.c (0.4), mtl.fixed.weights / .normalize, ... (Fields renamed
+    # from earlier versions: CHANGELOG.md.)
     config.mtl = mtl.default_config()
     config.mtl.method = "nash_mtl"
     # dtype of the per-cluster gradients [k, ...] handed to the method ('float32' or 'bfloat16':

@@ -138,6 +138,12 @@ def _check_clustering(config) -> None:
         f"not {config.mtl.method!r}, which combines per-cluster gradients",
     )
     mtl.check_config(config.mtl)
+    weights = tuple(config.mtl.fixed.weights)
+    require(
+        config.mtl.method != "fixed" or len(weights) in (0, config.clustering.k),
+        f"mtl.fixed.weights={weights} must hold clustering.k={config.clustering.k} weights, "
+        "one per cluster (or be () for equal weights)",
+    )
 
 
 def example_shape(config) -> tuple[int, int, int]:

@@ -42,7 +42,7 @@ def test_pip_install_from_pyproject_alone_trains_the_tiny_config(tmp_path):
         f"diffmtl.__file__.startswith({str(venv)!r}))"
     )
     out = subprocess.run([python, "-c", probe], capture_output=True, text=True, cwd=run)
-    assert out.stdout.split() == ["15", "True", "True"], out.stderr[-3000:]
+    assert out.stdout.split() == ["16", "True", "True"], out.stderr[-3000:]
 
     command = [python, "main.py", "--config=tiny_config.py", "--config.train.num_train_steps=2"]
     result = subprocess.run(

@@ -5,8 +5,9 @@ Every method is an optax GradientTransformationExtraArgs placed first in the opt
 param-shaped gradient of sum_i w_i L_i (w = `loss_weights(state)`) and returns param-shaped
 updates. Gram-based methods ('gram': PCGrad, Nash-MTL, MGDA, CAGrad, IMTL-G, Aligned-MTL,
 UPGrad, DualProj, ConFIG) are functions from the k x k Gram matrix to k weights on one shared
-path (base.gram_weighting); loss-based ones ('loss': equal, UW, FAMO, DWA, RLW, and continuous
-UW, which weights each example by its log-SNR) reweight the losses of one backward pass. A
+path (base.gram_weighting); loss-based ones ('loss': equal, fixed, UW, FAMO, DWA, RLW, and
+continuous UW, which weights each example by its log-SNR) reweight the losses of one backward
+pass. A
 method's options live in config.mtl.<name> (default_config()).
 """
 
@@ -25,6 +26,7 @@ from diffmtl.mtl import (
     dwa,
     equal,
     famo,
+    fixed,
     imtl_g,
     mgda,
     nash,
@@ -40,7 +42,7 @@ from diffmtl.mtl.pcgrad import pcgrad as pcgrad_transform
 from diffmtl.mtl.uncertainty import uncertainty_weighting
 
 _MODULES = (
-    equal, uncertainty, continuous_uw, famo, dwa, rlw,
+    equal, fixed, uncertainty, continuous_uw, famo, dwa, rlw,
     pcgrad, nash, mgda, cagrad, imtl_g, aligned_mtl, upgrad, dualproj, config_method,
 )  # fmt: skip
 METHODS: dict[str, Method] = {m.METHOD.name: m.METHOD for m in _MODULES}

@@ -211,7 +211,7 @@ def test_rlw_draws_fresh_softmax_normal_weights_reproducibly():
 
 def test_every_method_has_its_docs_and_a_section_for_its_options():
     config = mtl.default_config()
-    assert len(mtl.METHODS) == 15
+    assert len(mtl.METHODS) == 16
     for name, record in mtl.METHODS.items():
         assert record.formula and record.source and record.kind in ("gram", "loss")
         chex.assert_equal(set(config.get(name, {})), set(record.options))

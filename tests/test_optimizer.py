@@ -47,10 +47,12 @@ def test_fixed_norm_makes_adam_blind_to_the_gradients_scale():
 
 
 def test_fixed_norm_replaces_the_clip():
-    """chain(MTL method, rescale, AdamW): the rescale's state is empty and no clip follows it."""
+    """chain(MTL method, norm record, rescale, AdamW): the rescale's state is empty and no clip
+    follows it."""
     state = optimizer.make_optimizer(_config(fixed_grad_norm=1.0), num_tasks=1).init(jnp.zeros(3))
-    assert len(state) == 3 and isinstance(state[1], optax.EmptyState)
-    assert len(optimizer.make_optimizer(_config(), num_tasks=1).init(jnp.zeros(3))) == 3  # clip
+    assert len(state) == 4 and isinstance(state[2], optax.EmptyState)
+    assert isinstance(state[1], optimizer.GradNormState)
+    assert len(optimizer.make_optimizer(_config(), num_tasks=1).init(jnp.zeros(3))) == 4  # clip
 
 
 def test_clip_bounds_a_large_gradient():

@@ -223,3 +223,18 @@ def test_upgrad_is_the_mean_of_the_projections_onto_the_dual_cone():
     assert np.linalg.norm(expected) > 0.5
     w = np.asarray(upgrad.upgrad_weights(jnp.asarray(grads @ grads.T, jnp.float32)))
     np.testing.assert_allclose(w @ grads, expected, atol=1e-4)
+
+
+def test_grad_norm_is_logged_before_the_clip_and_clip_binds_says_when_it_shortened_it(devices):
+    """Vanilla with a clip far below its gradient norm: every step binds, and the logged norm
+    is the unclipped one (AdamW's first step moves each parameter by about the learning rate
+    whatever the scale, so the update norm does not reveal the clip; the logged norm must)."""
+    config = config_for(method="equal")
+    config.clustering.k, config.clustering.method = 1, "uniform"
+    config.train.grad_clip_norm = 1e-6
+    _, clipped = run_steps(config, devices[:1], num_steps=1)
+    config.train.grad_clip_norm = 0.0
+    _, free = run_steps(config, devices[:1], num_steps=1)
+    assert float(clipped["clip_binds"]) == 1.0 and float(free["clip_binds"]) == 0.0
+    assert float(clipped["grad_norm"]) == pytest.approx(float(free["grad_norm"]), rel=1e-6)
+    assert float(free["grad_norm"]) > 1e-3

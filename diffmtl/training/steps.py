@@ -28,7 +28,7 @@ from diffmtl import models, sharding, tasks
 from diffmtl.diffusion import losses, schedule
 from diffmtl.mtl import base as mtl_base
 from diffmtl.training import post_hoc_ema
-from diffmtl.training.optimizer import mtl_state
+from diffmtl.training.optimizer import clip_norm, grad_norm, mtl_state
 from diffmtl.training.train_state import TrainState, ema_decay
 
 PerExampleLoss = Callable[..., jax.Array]
@@ -256,7 +256,9 @@ def make_train_step(
     metrics: loss (mean of task_losses), weighted_loss (sum_i w_i L_i), task_losses [k],
     loss_weights [k] (the MTL method's w used by this step), skipped (1.0 if skipped),
     update_norm (the global norm of the parameters' change: AdamW's step, learning rate
-    included, 0 when skipped; how a method's gradient scale reaches the parameters).
+    included, 0 when skipped; how a method's gradient scale reaches the parameters), grad_norm
+    (the combined gradient's global norm before the clip) and clip_binds (1.0 when the clip
+    train.grad_clip_norm shortened it; its mean over a log interval is the fraction of steps).
 
     Non-finite guard: when a task loss or a gradient is not finite, the step changes nothing but
     `step` (so the next step draws new noise) and `consecutive_skips`; parameters, EMA, optimizer
@@ -265,6 +267,7 @@ def make_train_step(
     loss_fn = loss_from_config(config, model, diffusion, mesh)
     max_decay = config.train.ema_decay
     gammas = [post_hoc_ema.sigma_rel_to_gamma(s) for s in config.train.ema_profiles]
+    clip = clip_norm(config)
     loop = config.train.microbatch_loop
     grad_dtype = jnp.dtype(config.mtl.grad_dtype)
     abar = diffusion.alphas_cumprod
@@ -344,6 +347,8 @@ def make_train_step(
             "task_losses": task_losses,
             "loss_weights": weights,
             "update_norm": optax.global_norm(jax.tree.map(jnp.subtract, params, state.params)),
+            "grad_norm": grad_norm(opt_state),
+            "clip_binds": (grad_norm(opt_state) > clip).astype(jnp.float32) if clip else 0.0,
         }
         metrics.update(method.metrics(mtl_state(opt_state)))
         return new_state, metrics

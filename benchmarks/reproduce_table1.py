@@ -192,6 +192,7 @@ def settings(checkpoints_from: str = "", eval_overrides: tuple = ()) -> sweep.Se
         num_train_steps=FLAGS.num_train_steps,
         eval_steps=sweep.eval_steps(FLAGS.num_train_steps, FLAGS.num_evals),
         num_samples=FLAGS.num_samples,
+        final_num_samples=FLAGS.final_num_samples,
         tas_overrides=TAS,
         checkpoints_from=checkpoints_from or FLAGS.checkpoints_from,
         eval_overrides=eval_overrides or parse_overrides(FLAGS.eval_overrides),
@@ -260,6 +261,9 @@ def define_flags(workdir: str = "workdirs/table1", num_samples: int = 400) -> No
         "num_evals", 3, "Evenly spaced evaluated checkpoints, the last at the end."
     )
     flags.DEFINE_integer("num_samples", num_samples, "Samples per FID / precision / recall.")
+    flags.DEFINE_integer(
+        "final_num_samples", 0, "Samples of the last step's FID (0: --num_samples; round 3: 2000)."
+    )
     flags.DEFINE_integer("stop_after_runs", 0, "Stop after this many runs did work (0: finish).")
     flags.DEFINE_string("worker", "0/1", "i/n: run every n-th run from the i-th (module doc).")
     flags.DEFINE_bool("report_only", False, "Only (re)write the report of what results.json holds.")

@@ -11,6 +11,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+from scipy import stats
 
 from benchmarks import reproduce_table1
 from conftest import make_tiny_config
@@ -129,6 +130,9 @@ def test_the_summary_is_mean_and_sample_std_with_paired_differences():
     deltas = uw_final - vanilla_final
     np.testing.assert_allclose(entry["paired_fid_delta"], [deltas.mean(), deltas.std(ddof=1)])
     assert entry["paired_wins"] == [2, 3]
+    half = 4.302652729911275 * deltas.std(ddof=1) / np.sqrt(3)  # t(0.975, 2 df)
+    np.testing.assert_allclose(entry["paired_fid_ci"], [deltas.mean() - half, deltas.mean() + half])
+    assert entry["paired_fid_p"] == pytest.approx(stats.ttest_rel(uw_final, vanilla_final).pvalue)
     np.testing.assert_allclose(entry["fid_curve"], np.array(uw).mean(0))
     target = vanilla_final.mean()  # 62: between uw's mean 70 at step 2 and 57 at step 4
     expected = 2 + 2 * (np.array(uw).mean(0)[0] - target) / (np.array(uw).mean(0)[0] - 57.0)
@@ -170,9 +174,14 @@ def test_matched_pairs_compare_a_row_with_its_control_on_their_common_seeds():
     control = sweep.Row("ant_k2", "k2", "core", {})
     rows = [VANILLA, control, dataclasses.replace(ANT_UW, control="ant_k2")]
     lines = sweep_report.matched_pairs_table(data, rows).splitlines()
-    assert lines[0] == "| row | against | dFID@2 | dFID@4 | wins | dFID@4 per seed |"
-    # step 2: -10, +3 (mean -3.5, sd 9.19); step 4: +2, -4 (mean -1, sd 4.24)
-    assert lines[2] == "| ANT-UW | k2 | -3.5 ± 9.2 | -1.0 ± 4.2 | 1/2 | +2.0 / -4.0 |"
+    assert lines[0] == (
+        "| row | against | dFID@2 | dFID@4 | dFID@4 95% CI, p | wins | dFID@4 per seed |"
+    )
+    # step 2: -10, +3 (mean -3.5, sd 9.19); step 4: +2, -4 (mean -1, sd 4.24; t(0.975, 1) =
+    # 12.706: half-width 12.706 x 4.24 / sqrt(2) = 38.1; p of t = -1 / 3 on 1 df = 0.795)
+    assert lines[2] == (
+        "| ANT-UW | k2 | -3.5 ± 9.2 | -1.0 ± 4.2 | [-39.1, +37.1], p = 0.8 | 1/2 | +2.0 / -4.0 |"
+    )
     assert len(lines) == 3
     orphan = [VANILLA, dataclasses.replace(ANT_UW, control="missing")]
     assert sweep_report.matched_pairs_table(data, orphan) == ""
@@ -634,3 +643,16 @@ def test_loss_weights_are_read_back_from_the_events_at_the_nearest_logged_step(t
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no train/loss_weights"):
         loss_weights.weights_at(str(tmp_path / "empty"), [1])
+
+
+def test_the_final_fid_can_use_more_samples_than_the_curve_and_old_results_still_match(tmp_path):
+    base = make_tiny_config()
+    config = sweep.run_config(base, VANILLA, 0, _settings(final_num_samples=16), str(tmp_path),
+                              [VANILLA])  # fmt: skip
+    assert config.eval.num_samples == 16  # the final evaluation's; the curve's stay 8
+    assert (
+        sweep.run_config(base, VANILLA, 0, _settings(), str(tmp_path), [VANILLA]).eval.num_samples
+        == 8
+    )
+    recorded = json.loads(json.dumps(dataclasses.asdict(_settings())))
+    assert "final_num_samples" not in sweep._recorded(recorded)  # results.json of older sweeps

@@ -71,6 +71,9 @@ class Settings:
     tas_overrides: tuple = ()  # (dotted field, value) pairs of the TAS computation.
     checkpoints_from: str = ""  # Re-evaluate the runs of this sweep workdir (train nothing).
     eval_overrides: tuple = ()  # (dotted field, value) pairs of a re-evaluation's config.
+    # Samples of the FID at the last step (0: num_samples): a precise final figure while the
+    # curve's earlier evaluations keep the cheaper count.
+    final_num_samples: int = 0
 
 
 def _recorded(settings: dict) -> dict:
@@ -138,7 +141,7 @@ def run_config(base, row: Row, seed: int, settings: Settings, workdir: str, rows
         "checkpoint_every_steps": every,
         "keep_checkpoints": len(settings.eval_steps),
         "eval.every_steps": 0,
-        "eval.num_samples": settings.num_samples,
+        "eval.num_samples": settings.final_num_samples or settings.num_samples,
         "eval.reference_path": evaluation.reference_path(base, workdir),
     }
     if config.clustering.method == "gradient":  # The TAS of the sweep that trains the run.
@@ -289,8 +292,12 @@ def train_run(config, directory: str, record: dict) -> None:
     record["train_seconds"] = record.get("train_seconds", 0.0) + time.perf_counter() - start
 
 
-def evaluate_checkpoints(config, directory: str, record: dict, steps, save) -> None:
-    """Evaluates the run's checkpoints at `steps` missing from record['evals'], saving each."""
+def evaluate_checkpoints(
+    config, directory: str, record: dict, steps, save, curve_samples: int | None = None
+) -> None:
+    """Evaluates the run's checkpoints at `steps` missing from record['evals'], saving each:
+    the last step with eval.num_samples, the others with curve_samples (default the same)."""
+    curve_samples = curve_samples or config.eval.num_samples
     missing = [step for step in steps if str(step) not in record["evals"]]
     if not missing:
         return
@@ -298,9 +305,11 @@ def evaluate_checkpoints(config, directory: str, record: dict, steps, save) -> N
     manager = checkpointing.make_manager(directory, config.keep_checkpoints)
     evaluator = evaluation.Evaluator(config, exp, directory)
     restore = resume.checkpoint_restorer(config, exp, manager, directory)
-    for step in missing:
+    final = config.train.num_train_steps
+    for step in missing:  # eval.num_samples is the final count (run_config); the rest: curve
         state, _ = restore(step)
-        metrics, _ = evaluator(state.ema_params, config.eval.num_samples)
+        samples = config.eval.num_samples if step == final else curve_samples
+        metrics, _ = evaluator(state.ema_params, samples)
         record["evals"][str(step)] = _entry(metrics)
         save()
         logging.info("sweep: %s step %d: %s", directory, step, evaluator.headline(metrics))
@@ -401,7 +410,7 @@ def run_sweep(
             clusters = json.loads((epath.Path(directory) / "clusters.json").read_text())
             record["boundaries"] = clusters["intervals"]
             results.save()
-        evaluate_checkpoints(config, directory, record, steps, results.save)
+        evaluate_checkpoints(config, directory, record, steps, results.save, settings.num_samples)
         done_now += 1
         fids = ", ".join(f"{step} {record['evals'][str(step)]['fid']:.2f}" for step in steps)
         print(f"sweep: {row.name} seed {seed} done: FID at steps {fids}")

@@ -9,11 +9,13 @@ seed-to-seed spread the two runs share.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
 from etils import epath
 
+from diffmtl.analysis import paired as paired_stats
 from diffmtl.analysis import plots, sweep
 from diffmtl.errors import UserError
 
@@ -78,6 +80,12 @@ def summarize(data: dict, rows: list[sweep.Row]) -> dict:
             entry["paired_fid_delta"] = _spread(deltas)
             entry["paired_fid_delta_percent"] = _spread(relative)
             entry["paired_wins"] = [int(sum(d < 0 for d in deltas)), len(paired)]
+            stats = paired_stats.paired(deltas)
+            entry["paired_fid_ci"] = [stats.ci_low, stats.ci_high]
+            entry["paired_fid_p"] = stats.p
+            if all("val_loss" in evals[s][final] and "val_loss" in base[s][final] for s in paired):
+                val = [evals[s][final]["val_loss"] - base[s][final]["val_loss"] for s in paired]
+                entry["paired_val_loss"] = dataclasses.asdict(paired_stats.paired(val))
         if target is not None:
             entry["steps_to_baseline_final_fid"] = steps_to_reach(steps, curve, target)
         summary[row.name] = entry
@@ -93,23 +101,29 @@ def markdown_table(summary: dict, final_step: int) -> str:
     first row), wins, and the steps to the baseline's final FID."""
     baseline = next(iter(summary.values()))["label"]
     lines = [
-        f"| row | seeds | FID_FMNIST | precision | recall | paired dFID vs {baseline} (%) | wins "
+        f"| row | seeds | FID_FMNIST | precision | recall | paired dFID vs {baseline}, 95% CI "
+        f"(%) | p | wins | paired d validation loss, 95% CI "
         f"| steps to {baseline}'s FID@{final_step} |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for entry in summary.values():
         final = entry["final"]
-        delta, wins = "", ""
+        delta, p, wins, val = "", "", "", ""
         if "paired_fid_delta" in entry:
-            pct = entry["paired_fid_delta_percent"]
-            delta = f"{_cell(entry['paired_fid_delta'], 2)} ({pct[0]:+.1f}%)"
+            pct, (low, high) = entry["paired_fid_delta_percent"], entry["paired_fid_ci"]
+            mean = entry["paired_fid_delta"][0]
+            delta = f"{mean:+.2f} [{low:+.1f}, {high:+.1f}] ({pct[0]:+.1f}%)"
+            p = f"{entry['paired_fid_p']:.2g}"
             wins = "{}/{}".format(*entry["paired_wins"])
+        if "paired_val_loss" in entry:
+            v = entry["paired_val_loss"]
+            val = f"{v['mean']:+.5f} [{v['ci_low']:+.5f}, {v['ci_high']:+.5f}]"
         reach = entry.get("steps_to_baseline_final_fid")
         reach = "not reached" if reach is None else f"{reach:.0f}"
         lines.append(
             f"| {entry['label']} | {len(entry['seeds'])} | {_cell(final['fid'], 2)} "
-            f"| {_cell(final['precision'], 3)} | {_cell(final['recall'], 3)} | {delta} | {wins} "
-            f"| {reach} |"
+            f"| {_cell(final['precision'], 3)} | {_cell(final['recall'], 3)} | {delta} | {p} "
+            f"| {wins} | {val} | {reach} |"
         )
     return "\n".join(lines)
 
@@ -157,18 +171,20 @@ def matched_pairs_table(data: dict, rows: list[sweep.Row]) -> str:
             continue
         deltas = np.array([[evals[s][t]["fid"] - base[s][t]["fid"] for t in steps] for s in seeds])
         cells = " | ".join(_cell(_spread(deltas[:, i]), 1) for i in range(len(steps)))
+        stats = paired_stats.paired(deltas[:, -1])
+        interval = f"[{stats.ci_low:+.1f}, {stats.ci_high:+.1f}], p = {stats.p:.2g}"
         per_seed = " / ".join(f"{d:+.1f}" for d in deltas[:, -1])
         wins = f"{int(np.sum(deltas[:, -1] < 0))}/{len(seeds)}"
         lines.append(
-            f"| {row.label} | {labels.get(row.control, row.control)} | {cells} | {wins} "
-            f"| {per_seed} |"
+            f"| {row.label} | {labels.get(row.control, row.control)} | {cells} | {interval} "
+            f"| {wins} | {per_seed} |"
         )
     if not lines:
         return ""
     header = " | ".join(f"dFID@{t}" for t in steps)
     return "\n".join([
-        f"| row | against | {header} | wins | dFID@{final} per seed |",
-        "|---|---|" + "---|" * len(steps) + "---|---|",
+        f"| row | against | {header} | dFID@{final} 95% CI, p | wins | dFID@{final} per seed |",
+        "|---|---|" + "---|" * len(steps) + "---|---|---|",
         *lines,
     ])  # fmt: skip
 

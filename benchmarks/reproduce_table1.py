@@ -199,9 +199,36 @@ def settings(checkpoints_from: str = "", eval_overrides: tuple = ()) -> sweep.Se
     )
 
 
+# ANT-Nash-MTL's average cluster weights at learning rate 2e-3 (docs/round2_long_weights.json:
+# the mean over seeds 0-2 and the logged steps 100-1500 of the 1500-step runs; docs/results.md).
+NASH_PROFILE = (0.5001, 1.0617, 1.4862, 1.3682, 1.7499)
+TUNED = {"vanilla": 5.6e-3, "nash": 2e-3}  # each row's best rate at 600 steps, seeds 0-2
+
+
+def round3_rows() -> list[sweep.Row]:
+    """Round 3's controls at the tuned rates (docs/results.md): Min-SNR-5, Nash-MTL's average
+    profile as fixed weights, Nash-MTL solving every step, vanilla without its gradient clip."""
+    vanilla_lr = {"train.learning_rate": TUNED["vanilla"]}
+    nash_lr = {"train.learning_rate": TUNED["nash"]}
+    profile = {"mtl.fixed.weights": NASH_PROFILE, "mtl.fixed.normalize": True, **nash_lr}
+    row = sweep.Row
+    return [
+        row("min_snr_tuned", "Min-SNR-5, learning rate 5.6e-3", "control",
+            {**K1, "diffusion.loss_weighting": "min_snr", **vanilla_lr}),
+        row("ant_fixed_nash_profile", "stratified, Nash-MTL's average weights fixed, 2e-3",
+            "control", ant("fixed", **profile), control="ant_nash_lr2e3"),
+        row("ant_nash_every1", "ANT-Nash-MTL solving every step, 2e-3", "control",
+            ant("nash_mtl", **{"mtl.nash_mtl.update_every": 1}, **nash_lr),
+            control="ant_nash_lr2e3"),
+        row("vanilla_noclip_tuned", "vanilla without gradient clipping, 5.6e-3", "control",
+            {**K1, "train.grad_clip_norm": 0.0, **vanilla_lr}, control="vanilla_lr5p6e3"),
+    ]  # fmt: skip
+
+
 def catalogue() -> list[sweep.Row]:
-    """Every row of this module: the table's, the diagnostics and the aggregator screen."""
-    return table1_rows() + diagnostic_rows() + aggregator_rows()
+    """Every row of this module: the table's, the diagnostics, the aggregator screen and round
+    3's controls."""
+    return table1_rows() + diagnostic_rows() + aggregator_rows() + round3_rows()
 
 
 def named(names) -> list[sweep.Row]:

@@ -8,6 +8,7 @@
   python main.py --mode=tas --config=configs/fashion_mnist.py --workdir=/tmp/fmnist  # tas.npy
   python main.py --mode=ntg --config=configs/fashion_mnist.py --workdir=/tmp/ntg
   python main.py --config=configs/fashion_mnist.py --dry_run --device_memory_gb=16
+  JAX_PLATFORMS=cpu python main.py --config=configs/imagenet256_dit.py --dry_run --topology=v5e:2x4
   python main.py --config=configs/ffhq.py --workdir=gs://bucket/ffhq --multihost  # every host
 
 Mistakes in the config or data end in one line on stderr and exit status 2.
@@ -36,6 +37,12 @@ flags.DEFINE_bool(
 )
 flags.DEFINE_float(
     "device_memory_gb", 0.0, "With --dry_run: fail if a device needs more (0: no check)."
+)
+flags.DEFINE_string(
+    "topology",
+    "",
+    "With --dry_run: compile for this TPU slice with the TPU compiler (needs libtpu; run with "
+    "JAX_PLATFORMS=cpu), e.g. v5e:2x4, v5p:2x2x2, v4:2x2x4 (docs/scaling.md).",
 )
 flags.DEFINE_bool(
     "multihost",
@@ -78,7 +85,8 @@ def main(argv):
     from diffmtl import modes  # Imported late: the flags are parsed before JAX starts.
 
     if FLAGS.dry_run:
-        print(exit_on_user_error(modes.dry_run, FLAGS.config, FLAGS.device_memory_gb))
+        dry_run = (FLAGS.config, FLAGS.device_memory_gb, FLAGS.topology)
+        print(exit_on_user_error(modes.dry_run, *dry_run))
         return
     if not FLAGS.workdir:
         raise app.UsageError("--workdir is required (except with --dry_run)")

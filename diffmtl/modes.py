@@ -51,9 +51,10 @@ def train_mode(config, workdir: str) -> str:
     return f"{evaluation.read_headline(workdir)}\n{where}"
 
 
-def dry_run(config, device_memory_gb: float) -> str:
-    """Compiles the config's step without data; the report, or UserError if it cannot fit."""
-    report = dry_run_lib.dry_run(config)
+def dry_run(config, device_memory_gb: float, topology: str = "") -> str:
+    """Compiles the config's step without data (for a TPU `topology` if given); the report, or
+    UserError if it cannot fit."""
+    report = dry_run_lib.dry_run(config, topology=topology)
     text = "\n".join(report.lines())
     print(text)
     dry_run_lib.check_fits(report, device_memory_gb)

@@ -26,7 +26,7 @@ from diffmtl import autoencoder, sharding
 from diffmtl.autoencoder import codec as codec_lib
 from diffmtl.clustering import from_config as clustering_from_config
 from diffmtl.errors import UserError
-from diffmtl.training import experiment
+from diffmtl.training import experiment, tpu_topology
 
 GIB = 2**30
 STEPS_PROBED = 1000  # Steps whose needs_task_grads decide which compiled steps are measured.
@@ -38,6 +38,8 @@ class StepCost(NamedTuple):
     memory_bytes: int  # arguments + outputs - aliased (donated) + temporaries
     temp_bytes: int
     flops: float
+    peak_bytes: int = 0  # the compiler's own peak, where it reports one (TPU)
+    code_bytes: int = 0  # generated code, resident in device memory on an accelerator
 
 
 class DryRunReport(NamedTuple):
@@ -51,6 +53,9 @@ class DryRunReport(NamedTuple):
     decode: StepCost | None = None  # latents: decoding one sampling batch (evaluation only)
     decode_batch: int = 0  # its global batch (sampling.batch_size)
     note: str = ""  # e.g. placeholder intervals in place of a missing TAS file
+    topology: str = ""  # a TPU topology compiled for (--topology), else ''
+    device_kind: str = ""
+    hbm_gib: float = 0.0  # per chip, for the fit line (TPU topologies)
 
     @property
     def peak_bytes(self) -> int:
@@ -58,6 +63,8 @@ class DryRunReport(NamedTuple):
 
     def lines(self) -> list[str]:
         estimate = "" if self.backend != "cpu" else " (compiled for CPU: an estimate only)"
+        if self.topology:
+            estimate = f" ({self.topology}, {self.device_kind}: the TPU compiler's own figures)"
         out = [
             f"backend: {self.backend} x {self.num_devices} devices{estimate}",
             f"parameters: {self.num_params:,}",
@@ -74,13 +81,24 @@ class DryRunReport(NamedTuple):
             )
         if self.note:
             out.append(f"note: {self.note}")
+        if self.hbm_gib:
+            need = max(s.peak_bytes or s.memory_bytes for s in (self.weighted_step,
+                       self.task_grads_step) if s) / GIB  # fmt: skip
+            verdict = "fits" if need <= self.hbm_gib else "does NOT fit"
+            out.append(f"{verdict} in {self.hbm_gib:g} GiB of HBM per chip: needs {need:.2f} GiB")
         return out
 
 
 def _step_line(name: str, cost: StepCost) -> str:
+    extra = ""
+    if cost.peak_bytes:
+        extra += f", compiler's peak {cost.peak_bytes / GIB:.3f} GiB"
+    if cost.code_bytes:
+        extra += f", code {cost.code_bytes / 2**20:.1f} MiB"
     return (
         f"{name}: {cost.memory_bytes / GIB:.3f} GiB per device "
-        f"({cost.temp_bytes / GIB:.3f} GiB temporaries), {cost.flops / 1e9:.2f} GFLOPs per device"
+        f"({cost.temp_bytes / GIB:.3f} GiB temporaries{extra}), {cost.flops / 1e9:.2f} GFLOPs "
+        "per device"
     )
 
 
@@ -112,7 +130,13 @@ def _decode_cost(config, mesh) -> StepCost:
 
 def _compiled_cost(step, state, batch, flops_step=None) -> StepCost:
     """Memory of `step`; FLOPs of `flops_step` (the same step with its loops unrolled) if given."""
-    compiled = step.lower(state, batch).compile()
+    try:
+        compiled = step.lower(state, batch).compile()
+    except Exception as e:  # the TPU compiler refuses a program that does not fit
+        if "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        detail = next((ln for ln in str(e).splitlines() if "exceeds" in ln), str(e)[:200])
+        raise UserError(f"does not fit on the chip: {detail.strip()}") from e
     memory = compiled.memory_analysis()
     flops = _flops(compiled if flops_step is None else flops_step.lower(state, batch).compile())
     total = (
@@ -121,7 +145,9 @@ def _compiled_cost(step, state, batch, flops_step=None) -> StepCost:
         - memory.alias_size_in_bytes
         + memory.temp_size_in_bytes
     )
-    return StepCost(int(total), int(memory.temp_size_in_bytes), flops)
+    peak = int(getattr(memory, "peak_memory_in_bytes", 0) or 0)
+    code = int(getattr(memory, "generated_code_size_in_bytes", 0) or 0)
+    return StepCost(int(total), int(memory.temp_size_in_bytes), flops, peak, code)
 
 
 def _unrolled_steps(config, devices, layout, used) -> dict:
@@ -173,8 +199,11 @@ def used_steps(config, exp: experiment.Experiment) -> set[bool]:
     return {exp.method.needs_task_grads(s, config.mtl) for s in range(STEPS_PROBED)}
 
 
-def dry_run(config, devices=None) -> DryRunReport:
-    """Compiles the config's steps on abstract inputs and measures them; no data is read."""
+def dry_run(config, devices=None, topology: str = "") -> DryRunReport:
+    """Compiles the config's steps on abstract inputs and measures them; no data is read.
+    topology: a TPU slice's name (tpu_topology.py): compile for its chips instead."""
+    if topology:
+        devices = tpu_topology.devices(topology)
     exp = experiment.build_experiment(config, devices, with_data=False)
     state, batch = abstract_inputs(config, exp)
     k = exp.layout[1]
@@ -183,8 +212,9 @@ def dry_run(config, devices=None) -> DryRunReport:
     unrolled = _unrolled_steps(config, devices, exp.layout, used)
     cost = {f: _compiled_cost(exp.train_step[f], state, batch, unrolled.get(f)) for f in used}
     grad_bytes = np.dtype(config.mtl.grad_dtype).itemsize
+    first = exp.mesh.devices.flat[0]
     return DryRunReport(
-        backend=jax.default_backend(),
+        backend=first.platform,
         num_devices=exp.mesh.size,
         num_params=num_params,
         per_device_batch=config.train.batch_size // sharding.num_batch_shards(exp.mesh),
@@ -194,6 +224,9 @@ def dry_run(config, devices=None) -> DryRunReport:
         decode=_decode_cost(config, exp.mesh) if config.data.name == "latents" else None,
         decode_batch=config.sampling.batch_size,
         note=clustering_from_config.placeholder_reason(config),
+        topology=topology,
+        device_kind=first.device_kind if topology else "",
+        hbm_gib=tpu_topology.hbm_gib(topology) if topology else 0.0,
     )
 
 

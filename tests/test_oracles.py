@@ -238,3 +238,31 @@ def test_grad_norm_is_logged_before_the_clip_and_clip_binds_says_when_it_shorten
     assert float(clipped["clip_binds"]) == 1.0 and float(free["clip_binds"]) == 0.0
     assert float(clipped["grad_norm"]) == pytest.approx(float(free["grad_norm"]), rel=1e-6)
     assert float(free["grad_norm"]) > 1e-3
+
+
+@pytest.mark.parametrize("k", [2, 3, 5, 6])
+@pytest.mark.parametrize("tiny", [1e-2, 1e-3, 1e-4])
+def test_imtl_g_projects_equally_even_with_a_tiny_gradient(k, tiny):
+    """IMTL-G's defining property, <d, g_i / |g_i|> equal for every i, with one gradient `tiny`
+    times the others (the pseudo-inverse of the raw float32 Gram lost it below about 1e-3)."""
+    from diffmtl.mtl import imtl_g
+
+    grads = np.random.default_rng(k).normal(size=(k, 50))
+    grads[-1] *= tiny
+    w = np.asarray(imtl_g.imtl_g_weights(jnp.asarray(grads @ grads.T, jnp.float32)), np.float64)
+    projections = grads @ (w @ grads) / np.linalg.norm(grads, axis=1)
+    assert np.ptp(projections) <= 1e-5 * np.abs(projections).mean()
+    assert w.sum() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_imtl_g_keeps_the_pseudo_inverse_answer_on_rank_deficient_grams():
+    from diffmtl.mtl import imtl_g
+
+    base = np.random.default_rng(3).normal(size=(2, 20))
+    grads = np.stack([base[0], base[1], base[0] + base[1], 2 * base[0]])  # rank 2
+    gram = grads @ grads.T
+    v = np.linalg.pinv(gram / np.trace(gram), hermitian=True) @ np.sqrt(
+        np.diag(gram / np.trace(gram))
+    )
+    w = np.asarray(imtl_g.imtl_g_weights(jnp.asarray(gram, jnp.float32)))
+    np.testing.assert_allclose(w, v / v.sum(), rtol=2e-3, atol=2e-4)

@@ -14,12 +14,32 @@ import jax.numpy as jnp
 
 from diffmtl.mtl import base, qp
 
+# C counts as singular below this ratio of its extreme eigenvalues (float32: about 1e2 eps).
+COSINE_RANK_TOL = 1e-5
+
 
 def imtl_g_weights(gram) -> jnp.ndarray:
+    """[k] weights for the Gram matrix [k, k].
+
+    Solved in the cosine space where it is well conditioned: with n the norms and C = G / n n'
+    (unit diagonal), G w = lambda n is C (n w) = lambda 1, so w ~ C^-1 1 / n: scale-free, exact
+    when one gradient is orders of magnitude smaller than the others (the pseudo-inverse of the
+    raw float32 G drops that task's eigenvalue). Where C is singular (linearly dependent or
+    zero gradients), w ~ G^+ n, torchjd's pseudo-inverse answer.
+    """
     m = qp.normalised(gram)
     k = gram.shape[0]
     norms = jnp.sqrt(jnp.maximum(jnp.diag(m), 0.0))
-    v = jnp.linalg.pinv(m, hermitian=True) @ norms
+    positive = norms > 0
+    safe = jnp.where(positive, norms, 1.0)
+    cosine = jnp.where(
+        positive[:, None] & positive[None, :], m / (safe[:, None] * safe[None, :]), 0.0
+    )
+    eigenvalues = jnp.linalg.eigvalsh(cosine)
+    regular = jnp.all(positive) & (eigenvalues[0] > COSINE_RANK_TOL * eigenvalues[-1])
+    scaled = jnp.linalg.solve(jnp.where(regular, cosine, jnp.eye(k)), jnp.ones(k)) / safe
+    pinv = jnp.linalg.pinv(m, hermitian=True) @ norms
+    v = jnp.where(regular, scaled, pinv)
     total = jnp.sum(v)
     ok = jnp.abs(total) > 1e-6 * jnp.sum(jnp.abs(v)) + 1e-12
     return jnp.where(ok, v / jnp.where(ok, total, 1.0), jnp.full((k,), 1.0 / k))

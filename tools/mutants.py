@@ -81,6 +81,8 @@ MUTATIONS = (
       ("tests/test_mtl.py", ORACLES)),
     M("nash_no_fallback", "diffmtl/mtl/nash.py", "alpha = jnp.where(ok, alpha, state.alpha)",
       "alpha = alpha", ("tests/test_mtl.py",)),
+    M("imtl_g_raw_pinv", "diffmtl/mtl/imtl_g.py", "v = jnp.where(regular, scaled, pinv)",
+      "v = pinv", (ORACLES,)),  # the defect fixed in round 3: tiny gradients lost
     M("equal_weights_half", "diffmtl/mtl/equal.py",
       "jnp.full((num_tasks,), 1.0 / num_tasks, jnp.float32)",
       "jnp.full((num_tasks,), 0.5 / num_tasks, jnp.float32)", ("tests/test_mtl.py",)),

@@ -7,7 +7,6 @@ installed from the package index (or pip's cache); the run makes no network acce
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -15,6 +14,7 @@ import pytest
 
 from main_runs import ROOT
 from tools import accelerator_bundle
+from tools.checkout import copy_checkout
 
 # The host's packages we install in the stand-in (the rest of HOST_HAS are their dependencies
 # or the CUDA plugin); pinned to requirements.txt.
@@ -32,19 +32,6 @@ def _locked(names) -> list[str]:
     return [pins[accelerator_bundle.normalise(name)] for name in names]
 
 
-def _checkout_copy(destination) -> None:
-    """The working tree's files git tracks or would track (a fresh clone's, in CI)."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, capture_output=True, check=True,
-    ).stdout.decode()  # fmt: skip
-    for name in filter(None, listed.split("\0")):
-        source = os.path.join(ROOT, name)
-        if os.path.isfile(source):
-            os.makedirs(os.path.dirname(destination / name), exist_ok=True)
-            shutil.copy2(source, destination / name)
-
-
 @pytest.mark.slow
 def test_accelerator_command_rehearsed_on_cpu(tmp_path):
     venv, repo, out = tmp_path / "host", tmp_path / "repo", tmp_path / "out"
@@ -56,7 +43,7 @@ def test_accelerator_command_rehearsed_on_cpu(tmp_path):
     absent = f"import importlib.util as u; print([m for m in {ABSENT} if u.find_spec(m)])"
     assert subprocess.run([python, "-c", absent], capture_output=True, text=True).stdout == "[]\n"
 
-    _checkout_copy(repo)
+    copy_checkout(str(repo))
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     bundle = accelerator_bundle.write_bundle(str(repo / "bundle"), version)
     assert bundle["total_bytes"] <= accelerator_bundle.LIMIT_BYTES

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 
 from absl import app, flags
+
+from tools.checkout import copy_checkout
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -139,22 +140,10 @@ def apply(mutation: Mutation, root: str) -> None:
         f.write(text.replace(mutation.old, mutation.new))
 
 
-def _copy_checkout(destination: str) -> None:
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, capture_output=True, check=True,
-    ).stdout.decode()  # fmt: skip
-    for name in filter(None, listed.split("\0")):
-        source = os.path.join(ROOT, name)
-        if os.path.isfile(source):
-            os.makedirs(os.path.dirname(os.path.join(destination, name)), exist_ok=True)
-            shutil.copy2(source, os.path.join(destination, name))
-
-
 def run(mutation: Mutation) -> bool:
     """True when a test fails with the mutation applied (killed)."""
     with tempfile.TemporaryDirectory() as root:
-        _copy_checkout(root)
+        copy_checkout(root)
         apply(mutation, root)
         env = {
             **os.environ,

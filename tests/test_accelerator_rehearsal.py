@@ -51,7 +51,7 @@ def test_accelerator_command_rehearsed_on_cpu(tmp_path):
         key: value for key, value in os.environ.items()
         if not key.startswith(("PYTHON", "JAX_", "DIFFMTL_", "VIRTUAL_ENV"))
     }  # fmt: skip
-    env.update(PYTHON=python, DIFFMTL_ACCEL_PROFILE="cpu", DIFFMTL_ACCEL_LIMIT="480",
+    env.update(PYTHON=python, DIFFMTL_ACCEL_PROFILE="cpu", DIFFMTL_ACCEL_LIMIT="900",
                PIP_NO_INDEX="1", PIP_CONFIG_FILE=os.devnull)  # fmt: skip
     run = subprocess.run(
         ["bash", "tools/accelerator_run.sh", str(out)],

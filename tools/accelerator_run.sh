@@ -32,9 +32,9 @@ export TF_CPP_MIN_LOG_LEVEL=3
 
 if [ "${DIFFMTL_ACCEL_PROFILE:-gpu}" = cpu ]; then
   TESTS=(tests/test_events.py tests/test_clustering.py)
-  DIT=(--variants=DiT-Ti/4 --batch_sizes=10 --steps=2 --dtypes=float32)
+  DIT=(--variants=DiT-Ti/4 --batch_sizes=10 --steps=1 --dtypes=float32)
   PILOT=(--scale=cpu --pilot_samples=100 --pilot_round=2 --timing_steps=2)
-  TESTS_S=120 DIT_S=120 PILOT_RESERVE_S=60 PILOT_TRAIN_S=30
+  TESTS_S=240 DIT_S=300 PILOT_RESERVE_S=60 PILOT_TRAIN_S=30  # a loaded 2-core CI machine
 else
   TESTS=(tests)
   DIT=(--variants=DiT-S/2,DiT-B/2 --batch_sizes=50,50 --steps=5 --dtypes=bfloat16,float32)

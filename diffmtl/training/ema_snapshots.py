@@ -38,11 +38,14 @@ def due(config, step: int) -> bool:
     return bool(config.train.ema_profiles) and (step == last or (every > 0 and step % every == 0))
 
 
-def save(manager: ocp.CheckpointManager, state, config) -> None:
-    """Saves the state's profiles at its step (asynchronously). A step already on disk is kept:
-    a resumed run recomputes the same profiles there."""
+def save(manager: ocp.CheckpointManager, state, config, existing: frozenset = frozenset()) -> None:
+    """Saves the state's profiles at its step (asynchronously). A step of `existing` (the steps
+    on disk when the run started, read once by every process) is kept: a resumed run
+    recomputes the same profiles there. Reading the disk here instead would let processes of a
+    multi-host run decide differently (one sees another's finished save) and deadlock orbax's
+    collective save."""
     step = int(jax.device_get(state.step))
-    if step in manager.all_steps():
+    if step in existing:
         return
     sigma_rels = [float(s) for s in config.train.ema_profiles]
     meta = {

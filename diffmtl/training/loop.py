@@ -114,8 +114,11 @@ def train_and_evaluate(
     writer = events.create_writer(workdir, just_logging=jax.process_index() > 0)
     snapshots = ema_snapshots.make_manager(workdir) if config.train.ema_profiles else None
     managers = [m for m in (manager, snapshots) if m is not None]
+    existing = frozenset(snapshots.all_steps()) if snapshots is not None else frozenset()
     try:
-        state = _train_loop(config, workdir, exp, state, data, managers, evaluator, writer, on_log)
+        state = _train_loop(
+            config, workdir, exp, state, data, managers, evaluator, writer, on_log, existing
+        )
     finally:  # A stop (bad image, non-finite run) still lets an in-flight save complete.
         for m in managers:
             m.wait_until_finished()
@@ -133,7 +136,7 @@ def train_and_evaluate(
 
 
 def _train_loop(
-    config, workdir, exp, state, data, managers, evaluator, writer, on_log=None
+    config, workdir, exp, state, data, managers, evaluator, writer, on_log=None, existing=()
 ) -> TrainState:
     """Steps from state.step to train.num_train_steps: logging, checkpoints, EMA snapshots,
     evaluations. managers: the checkpoints' and, with post-hoc EMA, the snapshots'."""
@@ -176,7 +179,11 @@ def _train_loop(
             }
             checkpointing.save(manager, state, meta)
         if snapshots is not None and ema_snapshots.due(config, done):
-            ema_snapshots.save(snapshots, state, config)
+            # One orbax manager's collective save at a time, in the same order on every
+            # process: the checkpoint's finished first, the snapshot's before the next step.
+            manager.wait_until_finished()
+            ema_snapshots.save(snapshots, state, config, frozenset(existing))
+            snapshots.wait_until_finished()
         if done < num_steps and _every(config.eval.every_steps, done):
             scores, _ = evaluator(state.ema_params, config.eval.num_samples)
             writer.write_scalars(done, scores)

@@ -31,7 +31,7 @@ def sample(config, workdir: str) -> str:
 def evaluate_checkpoint(config, workdir: str) -> str:
     """Evaluates the newest checkpoint: metrics.json and validation_loss.png in `workdir`."""
     exp, params, step = resume.restore_ema_params(config, workdir)
-    params = ema_sweep_lib.post_hoc_params(config, workdir, params, step)
+    params = ema_sweep_lib.post_hoc_params(workdir, params, step, config.eval.ema_sigma_rel)
     evaluator = evaluation.Evaluator(config, exp, workdir)
     metrics, _ = evaluator(params, config.eval.num_samples)
     path = evaluator.write_final(metrics, step)

@@ -17,9 +17,9 @@ from diffmtl.evaluation import evaluator as evaluation
 from diffmtl.training import ema_snapshots, resume
 
 
-def post_hoc_params(config, workdir: str, ema_params, step: int):
-    """The parameters eval.ema_sigma_rel asks for: the classic EMA's when it is 0."""
-    sigma_rel = config.eval.ema_sigma_rel
+def post_hoc_params(workdir: str, ema_params, step: int, sigma_rel: float | None):
+    """The parameters of the post-hoc EMA of length sigma_rel; the classic EMA's when it is 0
+    or None (eval.ema_sigma_rel's 0, the sweep's classic row)."""
     if not sigma_rel:
         return ema_params
     return ema_snapshots.params_at(workdir, ema_params, step, sigma_rel)
@@ -53,9 +53,7 @@ def ema_sweep(config, workdir: str) -> str:
     classic = f"classic (decay cap {config.train.ema_decay:g})"
     rows = []
     for sigma_rel in (None, *config.eval.ema_sweep_sigma_rels):
-        params = ema_params
-        if sigma_rel is not None:
-            params = ema_snapshots.params_at(workdir, ema_params, step, sigma_rel)
+        params = post_hoc_params(workdir, ema_params, step, sigma_rel)
         metrics, _ = evaluator(params, config.eval.num_samples)
         label = classic if sigma_rel is None else f"sigma_rel {sigma_rel:g}"
         rows.append({"ema": label, "sigma_rel": sigma_rel, **metrics})

@@ -17,14 +17,17 @@ from etils import epath
 from diffmtl.training.train_state import TrainState
 
 
+def workdir_root(workdir: str) -> epath.Path:
+    """`workdir` as orbax needs it: a bucket (gs://...) as given, a local path made absolute."""
+    root = epath.Path(workdir)
+    return root if "://" in str(workdir) else root.absolute()
+
+
 def make_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
     """A manager over <workdir>/checkpoints keeping the newest `keep` steps."""
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-    root = epath.Path(workdir)  # A local path or a bucket (gs://...).
-    if "://" not in str(workdir):
-        root = root.absolute()
     return ocp.CheckpointManager(
-        root / "checkpoints",
+        workdir_root(workdir) / "checkpoints",
         options=options,
         item_names=("state", "meta"),
     )

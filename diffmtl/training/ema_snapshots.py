@@ -13,21 +13,18 @@ from __future__ import annotations
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from etils import epath
 
 from diffmtl.errors import UserError
-from diffmtl.training import post_hoc_ema
+from diffmtl.training import checkpointing, post_hoc_ema
 
 FOLDER = "ema_snapshots"
 
 
 def make_manager(workdir: str) -> ocp.CheckpointManager:
     """A manager over <workdir>/ema_snapshots that keeps every snapshot."""
-    root = epath.Path(workdir)
-    if "://" not in str(workdir):
-        root = root.absolute()
     options = ocp.CheckpointManagerOptions(max_to_keep=None, create=True)
-    return ocp.CheckpointManager(root / FOLDER, options=options, item_names=("profiles", "meta"))
+    root = checkpointing.workdir_root(workdir) / FOLDER
+    return ocp.CheckpointManager(root, options=options, item_names=("profiles", "meta"))
 
 
 def due(config, step: int) -> bool:
@@ -76,11 +73,15 @@ def params_at(workdir: str, like_params, step: int, sigma_rel: float):
         [(s, g) for s, _, g in entries], (step, post_hoc_ema.sigma_rel_to_gamma(sigma_rel))
     )
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_params)
+    current = {}  # the snapshot last read: its profiles are consecutive entries, read once
 
     def load(n):
         s, i, _ = entries[n]
-        profiles = tuple(abstract for _ in metas[s]["gammas"])
-        args = ocp.args.Composite(profiles=ocp.args.StandardRestore(profiles))
-        return jax.device_get(manager.restore(s, args=args).profiles[i])
+        if s not in current:
+            profiles = tuple(abstract for _ in metas[s]["gammas"])
+            args = ocp.args.Composite(profiles=ocp.args.StandardRestore(profiles))
+            current.clear()
+            current[s] = jax.device_get(manager.restore(s, args=args).profiles)
+        return current[s][i]
 
     return jax.tree.map(np.asarray, post_hoc_ema.reconstruct(load, weights))

@@ -136,7 +136,16 @@ def train_and_evaluate(
 
 
 def _train_loop(
-    config, workdir, exp, state, data, managers, evaluator, writer, on_log=None, existing=()
+    config,
+    workdir,
+    exp,
+    state,
+    data,
+    managers,
+    evaluator,
+    writer,
+    on_log=None,
+    existing=frozenset(),
 ) -> TrainState:
     """Steps from state.step to train.num_train_steps: logging, checkpoints, EMA snapshots,
     evaluations. managers: the checkpoints' and, with post-hoc EMA, the snapshots'."""
@@ -182,7 +191,7 @@ def _train_loop(
             # One orbax manager's collective save at a time, in the same order on every
             # process: the checkpoint's finished first, the snapshot's before the next step.
             manager.wait_until_finished()
-            ema_snapshots.save(snapshots, state, config, frozenset(existing))
+            ema_snapshots.save(snapshots, state, config, existing)
             snapshots.wait_until_finished()
         if done < num_steps and _every(config.eval.every_steps, done):
             scores, _ = evaluator(state.ema_params, config.eval.num_samples)

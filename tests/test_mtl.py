@@ -10,7 +10,7 @@ import pytest
 
 from conftest import make_tiny_config
 from diffmtl import mtl
-from diffmtl.mtl import nash, pcgrad, uncertainty
+from diffmtl.mtl.methods import nash, pcgrad, uncertainty
 
 K = 4
 PARAMS = {"w": jnp.zeros((3, 2)), "b": jnp.zeros((2,))}
@@ -71,10 +71,10 @@ def test_cheap_path_equals_task_gradient_path(name):
 
 def test_equal_weighting_is_the_mean_and_k1_is_the_gradient():
     grads = task_grads(3)
-    updates, _ = run(mtl.equal_weighting(K), grads, jnp.ones(K))
+    updates, _ = run(mtl.equal(K), grads, jnp.ones(K))
     chex.assert_trees_all_close(updates, jax.tree.map(lambda g: g.mean(0), grads), atol=1e-6)
     single = task_grads(4, k=1)
-    updates, _ = run(mtl.equal_weighting(1), single, jnp.ones(1))
+    updates, _ = run(mtl.equal(1), single, jnp.ones(1))
     chex.assert_trees_all_close(updates, jax.tree.map(lambda g: g[0], single), atol=1e-7)
 
 
@@ -93,7 +93,7 @@ def test_uncertainty_weighting_matches_the_objective_gradients():
     per_task = jax.vmap(jax.grad(lambda t, ai, bi: jnp.sum((ai @ t - bi) ** 2)), (None, 0, 0))(
         theta, a, b
     )  # [k, 3]
-    transform = mtl.uncertainty_weighting(K, learning_rate=0.025)
+    transform = mtl.uw(K, learning_rate=0.025)
     state = transform.init(theta)._replace(log_variances=s)
     state = state._replace(adam_state=optax.adam(0.025).init(s))
     updates, new_state = run(transform, per_task, losses, state, params=theta)
@@ -108,14 +108,14 @@ def test_uncertainty_weighting_matches_the_objective_gradients():
 
 def test_uncertainty_weighting_k1_scale_and_large_losses_raise_s():
     single = task_grads(5, k=1)
-    updates, state = run(mtl.uncertainty_weighting(1), single, jnp.array([10.0]))
+    updates, state = run(mtl.uw(1), single, jnp.array([10.0]))
     chex.assert_trees_all_close(updates, jax.tree.map(lambda g: 0.5 * g[0], single), atol=1e-7)
     assert float(state.log_variances[0]) > 0  # L / k > 1 pushes s up (lower weight).
 
 
 def test_uncertainty_weighting_frozen_after_n_steps_keeps_the_weights_of_step_n():
     single = task_grads(5, k=2)
-    free, frozen = mtl.uncertainty_weighting(2), mtl.uncertainty_weighting(2, freeze_after=3)
+    free, frozen = mtl.uw(2), mtl.uw(2, freeze_after=3)
     free_state, frozen_state = free.init(PARAMS), frozen.init(PARAMS)
     history = []
     for _ in range(6):
@@ -130,7 +130,7 @@ def test_uncertainty_weighting_frozen_after_n_steps_keeps_the_weights_of_step_n(
 
 
 def test_chain_with_adamw_traces_once():
-    transform = optax.chain(mtl.uncertainty_weighting(K), optax.adamw(1e-3))
+    transform = optax.chain(mtl.uw(K), optax.adamw(1e-3))
     state = transform.init(PARAMS)
 
     @jax.jit
@@ -161,7 +161,7 @@ def as_tree(vectors):
 
 def test_pcgrad_leaves_orthogonal_gradients_unchanged():
     g = np.eye(6)[:3] * np.array([[1.0], [2.0], [3.0]])
-    updates, state = run(mtl.pcgrad_transform(3), as_tree(g), jnp.ones(3))
+    updates, state = run(mtl.pcgrad(3), as_tree(g), jnp.ones(3))
     np.testing.assert_allclose(updates["w"].ravel(), g.sum(0) / 3, atol=1e-6)
     assert int(state.extra) == 0
 
@@ -170,7 +170,7 @@ def test_pcgrad_k2_closed_form_and_no_conflict_left():
     g1, g2 = np.array([1.0, 0.5, 0, 0, 0, 0]), np.array([-1.0, 1.0, 0, 0, 0, 0])
     p1 = g1 - (g1 @ g2) / (g2 @ g2) * g2
     p2 = g2 - (g2 @ g1) / (g1 @ g1) * g1
-    updates, state = run(mtl.pcgrad_transform(2), as_tree(np.stack([g1, g2])), jnp.ones(2))
+    updates, state = run(mtl.pcgrad(2), as_tree(np.stack([g1, g2])), jnp.ones(2))
     u = np.asarray(updates["w"].ravel())
     np.testing.assert_allclose(u, (p1 + p2) / 2, atol=1e-6)
     assert u @ g1 >= -1e-6 and u @ g2 >= -1e-6

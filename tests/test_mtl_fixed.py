@@ -7,7 +7,7 @@ import pytest
 
 from diffmtl import config_validation, mtl
 from diffmtl.errors import UserError
-from diffmtl.mtl import fixed
+from diffmtl.mtl.methods import fixed
 from train_steps import assert_same_training, config_for, run_steps
 
 
@@ -19,7 +19,7 @@ from train_steps import assert_same_training, config_for, run_steps
 def test_fixed_weights_combine_per_cluster_gradients_by_closed_form(weights, normalize, expected):
     grads = {"w": jnp.asarray(np.random.default_rng(0).normal(size=(3, 4)), jnp.float32)}
     params = {"w": jnp.zeros(4)}
-    transform = fixed.fixed(3, weights, normalize)
+    transform = fixed.fixed(3, weights=weights, normalize=normalize)
     state = transform.init(params)
     update, state = transform.update(grads, state, params, task_losses=jnp.ones(3))
     np.testing.assert_allclose(

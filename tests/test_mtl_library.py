@@ -3,6 +3,9 @@ controlled rank (torchjd's test model), one closed form per method at k = 2, Nas
 the per-task loss-scale invariances behind clustering.width_weighting, the loss-based methods,
 and two new methods in the real step on 1 and 4 devices."""
 
+import dataclasses
+import inspect
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -10,7 +13,9 @@ import numpy as np
 import pytest
 
 from diffmtl import mtl, tasks
-from diffmtl.mtl import nash, uncertainty
+from diffmtl.errors import UserError
+from diffmtl.mtl import base as mtl_base
+from diffmtl.mtl.methods import nash, uncertainty
 from train_steps import assert_same_training, config_for, run_steps
 
 GRAM = sorted(n for n, m in mtl.METHODS.items() if m.kind == "gram")
@@ -209,13 +214,36 @@ def test_rlw_draws_fresh_softmax_normal_weights_reproducibly():
     assert len({tuple(w) for w in a.round(6)}) == 4
 
 
-def test_every_method_has_its_docs_and_a_section_for_its_options():
+def test_every_method_is_exported_by_name_with_its_options_declared_once():
+    """The constructor's keyword defaults, config.mtl.<name> and the Options dataclass agree
+    (the signature and the config are both generated from the dataclass), every option is
+    documented, and each Gram-based method's weighting is exported as <name>_weights."""
     config = mtl.default_config()
-    assert len(mtl.METHODS) == 16
+    assert len(mtl.METHODS) == 16 and set(mtl.METHODS) <= set(mtl.__all__)
     for name, record in mtl.METHODS.items():
+        assert getattr(mtl, name) is record.constructor
         assert record.formula and record.source and record.kind in ("gram", "loss")
-        chex.assert_equal(set(config.get(name, {})), set(record.options))
-        assert {field for field, _, _ in record.checks} <= set(record.options)
+        defaults = mtl_base.defaults(record.options)
+        chex.assert_equal(config[name].to_dict() if name in config else {}, defaults)
+        parameters = inspect.signature(record.constructor).parameters
+        assert list(parameters)[0] == "num_tasks"
+        assert {p: parameters[p].default for p in list(parameters)[1:]} == defaults
+        assert all(f.metadata["doc"] for f in dataclasses.fields(record.options))
+        if record.kind == "gram":
+            assert getattr(mtl, f"{name}_weights") is record.weights, name
+        else:
+            assert record.weights is None
+
+
+def test_options_out_of_range_or_unknown_are_refused_by_the_constructor_and_the_config():
+    with pytest.raises(ValueError, match=r"c=-1 must be >= 0"):
+        mtl.cagrad(3, c=-1)
+    with pytest.raises(TypeError, match="radius"):
+        mtl.cagrad(3, radius=0.4)
+    config = mtl.default_config()
+    config.nash_mtl.update_every = 0
+    with pytest.raises(UserError, match=r"^mtl\.nash_mtl\.update_every=0 must be >= 1$"):
+        mtl.check_config(config)
 
 
 def test_continuous_uw_learns_the_log_of_the_expected_loss_per_noise_level():
@@ -239,7 +267,7 @@ def test_continuous_uw_learns_the_log_of_the_expected_loss_per_noise_level():
     np.testing.assert_allclose(record.example_weights(state, log_snr), 1.0)  # u = 0 at start
     for _ in range(1500):
         state = update(state)
-    from diffmtl.mtl import continuous_uw
+    from diffmtl.mtl.methods import continuous_uw
 
     u = continuous_uw.log_variance(state, log_snr)
     np.testing.assert_allclose(u, target, atol=0.05)

@@ -17,7 +17,7 @@ from flax import linen as nn
 from diffmtl import sharding
 from diffmtl.data import pipeline as input_pipeline
 from diffmtl.diffusion import guidance, samplers, schedule
-from diffmtl.mtl import pcgrad
+from diffmtl.mtl.methods import pcgrad
 from diffmtl.training.train_state import ema_decay
 from train_steps import config_for, run_steps
 
@@ -197,11 +197,11 @@ def test_every_mutation_of_the_mutation_check_applies_exactly_once(tmp_path):
 def test_cagrad_on_two_orthonormal_gradients_is_the_mean_times_its_closed_form():
     """g1, g2 orthonormal: by symmetry x = (1/2, 1/2), g_x = g0, so the update is
     (g0 + c g0) / (1 + c^2)."""
-    from diffmtl.mtl import cagrad
+    from diffmtl.mtl.methods import cagrad
 
     grads = np.eye(2)
     for c in (0.0, 0.4, 0.9):
-        w = np.asarray(cagrad.cagrad_weights(jnp.asarray(grads @ grads.T, jnp.float32), c))
+        w = np.asarray(cagrad.cagrad_weights(jnp.asarray(grads @ grads.T, jnp.float32), c=c))
         np.testing.assert_allclose(w @ grads, grads.mean(0) * (1 + c) / (1 + c**2), atol=1e-4)
 
 
@@ -215,7 +215,7 @@ def _project_to_dual_cone(g, grads):
 
 
 def test_upgrad_is_the_mean_of_the_projections_onto_the_dual_cone():
-    from diffmtl.mtl import upgrad
+    from diffmtl.mtl.methods import upgrad
 
     grads = np.random.default_rng(15).normal(size=(3, 4))
     grads[:, 0] += 1.0  # conflicting pairs, a dual cone with an interior
@@ -245,7 +245,7 @@ def test_grad_norm_is_logged_before_the_clip_and_clip_binds_says_when_it_shorten
 def test_imtl_g_projects_equally_even_with_a_tiny_gradient(k, tiny):
     """IMTL-G's defining property, <d, g_i / |g_i|> equal for every i, with one gradient `tiny`
     times the others (the pseudo-inverse of the raw float32 Gram lost it below about 1e-3)."""
-    from diffmtl.mtl import imtl_g
+    from diffmtl.mtl.methods import imtl_g
 
     grads = np.random.default_rng(k).normal(size=(k, 50))
     grads[-1] *= tiny
@@ -256,7 +256,7 @@ def test_imtl_g_projects_equally_even_with_a_tiny_gradient(k, tiny):
 
 
 def test_imtl_g_keeps_the_pseudo_inverse_answer_on_rank_deficient_grams():
-    from diffmtl.mtl import imtl_g
+    from diffmtl.mtl.methods import imtl_g
 
     base = np.random.default_rng(3).normal(size=(2, 20))
     grads = np.stack([base[0], base[1], base[0] + base[1], 2 * base[0]])  # rank 2

@@ -38,7 +38,7 @@ M = Mutation
 ORACLES = "tests/test_oracles.py"
 MUTATIONS = (
     # The six the probe found surviving (tests/test_oracles.py catches them now).
-    M("pcgrad_fixed_order", "diffmtl/mtl/pcgrad.py",
+    M("pcgrad_fixed_order", "diffmtl/mtl/methods/pcgrad.py",
       "return jax.vmap(lambda kk: jax.random.permutation(kk, num_tasks))(keys)",
       "return jnp.tile(jnp.arange(num_tasks), (num_tasks, 1))", (ORACLES,)),
     M("guidance_channels_of_output", "diffmtl/diffusion/guidance.py",
@@ -70,21 +70,21 @@ MUTATIONS = (
     M("task_losses_sum", "diffmtl/tasks.py", "return jnp.mean(per_example_loss, axis=axes)",
       "return jnp.sum(per_example_loss, axis=axes)", ("tests/test_tasks.py",)),
     # MTL methods.
-    M("pcgrad_sum_axis", "diffmtl/mtl/pcgrad.py", "return coeffs.sum(axis=0) / k, count",
+    M("pcgrad_sum_axis", "diffmtl/mtl/methods/pcgrad.py", "return coeffs.sum(axis=0) / k, count",
       "return coeffs.sum(axis=1) / k, count", ("tests/test_mtl.py", ORACLES)),
-    M("pcgrad_conflict_sign", "diffmtl/mtl/pcgrad.py", "conflict = (dots < 0) &",
+    M("pcgrad_conflict_sign", "diffmtl/mtl/methods/pcgrad.py", "conflict = (dots < 0) &",
       "conflict = (dots > 0) &", ("tests/test_mtl.py",)),
-    M("upgrad_mean_axis", "diffmtl/mtl/upgrad.py", "return per_task.mean(axis=0)",
+    M("upgrad_mean_axis", "diffmtl/mtl/methods/upgrad.py", "return per_task.mean(axis=0)",
       "return per_task.mean(axis=1)", ("tests/test_mtl.py", ORACLES)),
-    M("uw_weight_half", "diffmtl/mtl/uncertainty.py", "return 0.5 * jnp.exp(-s) / s.shape[0]",
+    M("uw_weight_half", "diffmtl/mtl/methods/uncertainty.py", "return 0.5 * jnp.exp(-s) / s.shape[0]",
       "return jnp.exp(-s) / s.shape[0]", ("tests/test_mtl.py",)),
-    M("cagrad_rescale", "diffmtl/mtl/cagrad.py", "/ (1.0 + c**2)", "/ (1.0 + c)",
+    M("cagrad_rescale", "diffmtl/mtl/methods/cagrad.py", "/ (1.0 + c**2)", "/ (1.0 + c)",
       ("tests/test_mtl.py", ORACLES)),
-    M("nash_no_fallback", "diffmtl/mtl/nash.py", "alpha = jnp.where(ok, alpha, state.alpha)",
+    M("nash_no_fallback", "diffmtl/mtl/methods/nash.py", "alpha = jnp.where(ok, alpha, state.alpha)",
       "alpha = alpha", ("tests/test_mtl.py",)),
-    M("imtl_g_raw_pinv", "diffmtl/mtl/imtl_g.py", "v = jnp.where(regular, scaled, pinv)",
+    M("imtl_g_raw_pinv", "diffmtl/mtl/methods/imtl_g.py", "v = jnp.where(regular, scaled, pinv)",
       "v = pinv", (ORACLES,)),  # the defect fixed in round 3: tiny gradients lost
-    M("equal_weights_half", "diffmtl/mtl/equal.py",
+    M("equal_weights_half", "diffmtl/mtl/methods/equal.py",
       "jnp.full((num_tasks,), 1.0 / num_tasks, jnp.float32)",
       "jnp.full((num_tasks,), 0.5 / num_tasks, jnp.float32)", ("tests/test_mtl.py",)),
     # Diffusion.

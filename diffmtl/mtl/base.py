@@ -8,6 +8,8 @@ apart by shape at trace time against `params`.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -75,47 +77,116 @@ def always_needs_task_grads(step: int, mtl_config) -> bool:
     return True
 
 
+def option(default, allowed: str, check: Callable[[Any], bool], doc: str) -> Any:
+    """A field of a method's Options dataclass: its default, its range (`check`, described by
+    `allowed`) and its documentation, written here once. The constructor's keyword arguments,
+    config.mtl.<name>, the config check and the docs are all read from these fields."""
+    return dataclasses.field(
+        default=default, metadata={"allowed": allowed, "check": check, "doc": doc}
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """Base of every method's options (frozen dataclasses of `option` fields). Construction
+    checks every field: ValueError naming the field, its value and its range."""
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if not field.metadata["check"](value):
+                raise ValueError(f"{field.name}={value!r} must be {field.metadata['allowed']}")
+
+
+@dataclasses.dataclass(frozen=True)
+class NoOptions(Options):
+    """The options of a method that has none."""
+
+
+def option_fields(options_type: type[Options]) -> tuple[dataclasses.Field, ...]:
+    """The `option` fields of an Options dataclass, in declaration order."""
+    return dataclasses.fields(options_type)
+
+
+def defaults(options_type: type[Options]) -> dict:
+    """{field: default} of an Options dataclass (config.mtl.<name>)."""
+    return {f.name: f.default for f in option_fields(options_type)}
+
+
+def takes_options(options_type: type[Options]) -> Callable[[Callable], Callable]:
+    """Turns fn(..., *, options: options_type) into fn(..., **options): each field becomes a
+    keyword-only argument with the field's default (the public signature says so, for help()
+    and IDEs), checked by building options_type. Why: the defaults live in the dataclass alone,
+    so the signature cannot drift from the config and the docs."""
+
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def with_options(*args, **options):
+            return fn(*args, options=options_type(**options))
+
+        kept = [p for p in inspect.signature(fn).parameters.values() if p.name != "options"]
+        added = [
+            inspect.Parameter(
+                f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type
+            )
+            for f in option_fields(options_type)
+        ]
+        with_options.__signature__ = inspect.signature(fn).replace(parameters=kept + added)
+        with_options.Options = options_type
+        return with_options
+
+    return decorate
+
+
 @dataclasses.dataclass(frozen=True)
 class Method:
-    """An MTL method as the training step and the config see it.
+    """An MTL method as the training step, the config and the docs see it.
 
-    transform(num_tasks, options) -> the optax transform (options: the method's config
-      section config.mtl.<name>, a ConfigDict of `options`' fields; None when it has none);
+    constructor(num_tasks, **options) -> the optax transform (the public function, e.g.
+      diffmtl.mtl.upgrad; its keyword arguments are the fields of `options`);
+    options: the Options dataclass (defaults, ranges, docs; config.mtl.<name>);
+    weights: for a Gram-based method, the pure weighting weights(gram [k, k], task_losses [k]
+      = None, **options) -> [k] (None for loss-based methods);
     loss_weights(state) -> [k] weights w of the losses (logged; the weighted-loss step takes
       the gradient of sum_i w_i L_i);
     task_grads_on(step, options) -> bool (host side: which compiled step to run);
     metrics(state) -> dict of scalars for TensorBoard;
     clips_updates: the method clips its output (the chain then adds no clip);
-    options: the defaults of config.mtl.<name>; checks: (field, predicate, allowed) for each;
     kind: 'gram' (per-cluster gradients, coefficient space) or 'loss' (one backward pass);
-    formula, source: one line each for README's method table.
+    formula, source: one line each (docs); guarantee: the property the method guarantees
+    (what "non-conflicting" means for it), one line, or "" if none.
     """
 
     name: str
-    transform: Callable[[int, Any], optax.GradientTransformationExtraArgs]
+    constructor: Callable[..., optax.GradientTransformationExtraArgs]
     loss_weights: Callable[[Any], jax.Array]
+    options: type[Options] = NoOptions
+    weights: Callable[..., jax.Array] | None = None
     task_grads_on: Callable[[int, Any], bool] = never_needs_task_grads
     metrics: Callable[[Any], dict] = no_metrics
     clips_updates: bool = False
-    options: dict = dataclasses.field(default_factory=dict)
-    checks: tuple = ()
     kind: str = "loss"
     formula: str = ""
     source: str = ""
+    guarantee: str = ""
     # (state, log_snr [...]) -> per-example loss weights [...] (continuous UW), or None.
     example_weights: Callable[[Any, jax.Array], jax.Array] | None = None
 
-    def _options(self, mtl_config):
-        return mtl_config[self.name] if self.options else None
+    def parse(self, mtl_config) -> Options:
+        """The method's Options from config.mtl (its section config.mtl.<name>); ValueError
+        naming a field out of range."""
+        if not option_fields(self.options):
+            return self.options()
+        return self.options(**mtl_config[self.name].to_dict())
 
     def make(self, num_tasks: int, mtl_config) -> optax.GradientTransformationExtraArgs:
-        """The transform for config.mtl (its section config.mtl.<name> holds the options),
-        with its boundary checked (`checked_boundary`)."""
-        return checked_boundary(self.transform(num_tasks, self._options(mtl_config)), num_tasks)
+        """The transform for config.mtl, with its boundary checked (`checked_boundary`)."""
+        options = dataclasses.asdict(self.parse(mtl_config))
+        return checked_boundary(self.constructor(num_tasks, **options), num_tasks)
 
     def needs_task_grads(self, step: int, mtl_config) -> bool:
         """Whether step `step` runs the per-cluster-gradient step (host side)."""
-        return self.task_grads_on(step, self._options(mtl_config))
+        return self.task_grads_on(step, self.parse(mtl_config))
 
 
 def checked_boundary(
@@ -198,32 +269,41 @@ def combine_if_per_task(updates, params, num_tasks: int, weights: jax.Array):
 
 def gram_method(
     name: str,
-    weights_of_gram: Callable[[jax.Array, Any], jax.Array],
+    weights: Callable[..., jax.Array],
     *,
     formula: str,
     source: str,
-    options: dict | None = None,
-    checks: tuple = (),
+    guarantee: str = "",
 ) -> Method:
-    """The record of a Gram-based method whose weights are a function of G (and its options)
-    alone, weights_of_gram(gram [k, k], options) -> [k]: per-cluster gradients at every step, no
-    state beyond the last weights (MGDA, CAGrad, IMTL-G, Aligned-MTL, UPGrad, DualProj, ConFIG)."""
+    """The record of a Gram-based method whose weights are a pure function of G (and the task
+    losses and its options), weights(gram [k, k], task_losses [k] = None, **options) -> [k]
+    (made with `takes_options`): per-cluster gradients at every step, no state beyond the last
+    weights (MGDA, CAGrad, IMTL-G, Aligned-MTL, UPGrad, DualProj, ConFIG). Its constructor is
+    name(num_tasks, **options)."""
+    options_type = getattr(weights, "Options", NoOptions)
 
-    def transform(num_tasks: int, opts) -> optax.GradientTransformationExtraArgs:
+    @takes_options(options_type)
+    def constructor(num_tasks: int, *, options) -> optax.GradientTransformationExtraArgs:
         def weights_fn(gram, task_losses, key, extra):
-            del task_losses, key
-            return weights_of_gram(gram, opts), extra
+            del key
+            return weights(gram, task_losses, **dataclasses.asdict(options)), extra
 
         return gram_weighting(num_tasks, weights_fn)
 
+    constructor.__name__ = constructor.__qualname__ = name
+    constructor.__doc__ = (
+        f"{name} as an optax transform over k = num_tasks clusters: per-cluster gradients "
+        f"[k, ...] -> sum_i w_i g_i with w = {weights.__name__}(G, task_losses, **options)."
+    )
     return Method(
         name=name,
-        transform=transform,
+        constructor=constructor,
         loss_weights=last_weights,
+        options=options_type,
+        weights=weights,
         task_grads_on=always_needs_task_grads,
-        options=options or {},
-        checks=checks,
         kind="gram",
         formula=formula,
         source=source,
+        guarantee=guarantee,
     )

@@ -1,13 +1,13 @@
-"""Small convex problems over task weights, solved inside jit by accelerated projected gradient.
+"""The box-constrained QP of UPGrad and DualProj, solved inside jit by accelerated projected
+gradient, and the trace normalisation the Gram-based methods share.
 
-Every Gram-based method needs at most a k x k problem per step (k = the clusters, about 5), so
-a fixed number of FISTA iterations (Beck & Teboulle 2009) on a trace-normalised Gram matrix is
-cheap next to one backward pass, has no host round trip and no data-dependent control flow:
-  min_{w in simplex} w'Gw           (MGDA's min-norm point)
-  min_{w >= lower} w'Gw             (UPGrad's and DualProj's projections onto the dual cone)
-  min_{w in simplex} f(w) smooth    (CAGrad's inner problem)
-Normalising G by its trace leaves every minimiser unchanged and bounds the step's Lipschitz
-constant, so one step size fits all inputs.
+  min_{w >= lower} w'Gw             (the projections onto the dual cone)
+is k x k (k = the clusters, about 5): a fixed number of FISTA iterations (Beck & Teboulle
+2009) on the cosine-scaled Gram matrix is cheap next to one backward pass, has no host round
+trip and no data-dependent control flow; the KKT conditions hold to about 1e-4 of the largest
+|g_i|^2 (tests/test_mtl_exact.py). Normalising G by its trace leaves every minimiser unchanged
+and bounds the step's Lipschitz constant, so one step size fits all inputs. (MGDA and CAGrad
+need exact answers and use Wolfe's algorithm: min_norm.py.)
 """
 
 from __future__ import annotations
@@ -25,17 +25,6 @@ def normalised(gram: jax.Array) -> jax.Array:
     gram = gram.astype(jnp.float32)
     trace = jnp.trace(gram)
     return gram / jnp.where(trace > 0, trace, 1.0)
-
-
-def project_to_simplex(v: jax.Array) -> jax.Array:
-    """Euclidean projection of v [k] onto {w >= 0, sum w = 1} (Duchi et al. 2008)."""
-    k = v.shape[0]
-    u = jnp.sort(v)[::-1]
-    cumulative = jnp.cumsum(u) - 1.0
-    index = jnp.arange(1, k + 1)
-    rho = jnp.max(jnp.where(u - cumulative / index > 0, index, 0))
-    theta = cumulative[rho - 1] / rho
-    return jnp.maximum(v - theta, 0.0)
 
 
 def fista(
@@ -56,14 +45,6 @@ def fista(
 
     w, _, _ = jax.lax.fori_loop(0, num_iterations, body, (w0, w0, jnp.ones((), w0.dtype)))
     return w
-
-
-def min_norm_in_simplex(gram: jax.Array) -> jax.Array:
-    """argmin over the simplex of w'Gw: the weights of the min-norm convex combination [k]."""
-    m = normalised(gram)
-    k = gram.shape[0]
-    w0 = jnp.full((k,), 1.0 / k, jnp.float32)
-    return fista(lambda w: 2.0 * m @ w, project_to_simplex, w0, 0.5)
 
 
 def min_norm_above(gram: jax.Array, lower: jax.Array) -> jax.Array:

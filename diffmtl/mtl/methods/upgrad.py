@@ -16,7 +16,9 @@ import jax.numpy as jnp
 from diffmtl.mtl import base, qp
 
 
-def upgrad_weights(gram) -> jnp.ndarray:
+def upgrad_weights(gram: jax.Array, task_losses: jax.Array | None = None) -> jax.Array:
+    """[k] weights: the mean over i of argmin_{w >= e_i} w'Gw, from G [k, k]."""
+    del task_losses
     k = gram.shape[0]
     per_task = jax.vmap(lambda e: qp.min_norm_above(gram, e))(jnp.eye(k, dtype=jnp.float32))
     return per_task.mean(axis=0)
@@ -24,7 +26,8 @@ def upgrad_weights(gram) -> jnp.ndarray:
 
 METHOD = base.gram_method(
     "upgrad",
-    lambda gram, options: upgrad_weights(gram),
+    upgrad_weights,
+    guarantee="non-conflicting: <update, g_j> >= 0 for every j",
     formula="mean_i of g_i projected onto the dual cone: w^i = argmin_{w >= e_i} w'Gw",
     source="Quinton & Rey 2024 (torchjd)",
 )

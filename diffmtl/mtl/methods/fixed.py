@@ -9,6 +9,7 @@ weights are equal weighting. One backward pass (a loss-based method).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import jax
@@ -29,8 +30,33 @@ def fixed_weights(weights, num_tasks: int, normalize: bool) -> jax.Array:
     return w / jnp.sum(w) if normalize else w
 
 
-def fixed(num_tasks: int, weights=(), normalize: bool = False):
+def _valid(weights) -> bool:
+    values = tuple(weights)
+    return all(isinstance(v, int | float) and v >= 0 for v in values) and (
+        not values or sum(values) > 0
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Options(base.Options):
+    weights: tuple = base.option(
+        (),
+        "() (equal) or k numbers >= 0, not all 0",
+        _valid,
+        "The per-cluster weights w (empty: 1/k each).",
+    )
+    normalize: bool = base.option(
+        False,
+        "True or False",
+        lambda v: v in (False, True),
+        "Divide w by its sum (the mean's scale).",
+    )
+
+
+@base.takes_options(Options)
+def fixed(num_tasks: int, *, options) -> optax.GradientTransformationExtraArgs:
     """sum_i w_i g_i for per-cluster gradients; passes a weighted-loss gradient through."""
+    weights, normalize = options.weights, options.normalize
 
     def init(params):
         del params
@@ -43,22 +69,11 @@ def fixed(num_tasks: int, weights=(), normalize: bool = False):
     return optax.GradientTransformationExtraArgs(init, update)
 
 
-def _valid(weights) -> bool:
-    values = tuple(weights)
-    return all(isinstance(v, int | float) and v >= 0 for v in values) and (
-        not values or sum(values) > 0
-    )
-
-
 METHOD = base.Method(
     name="fixed",
-    transform=lambda num_tasks, options: fixed(num_tasks, options.weights, options.normalize),
+    constructor=fixed,
+    options=Options,
     loss_weights=base.last_weights,
-    options={"weights": (), "normalize": False},
-    checks=(
-        ("weights", _valid, "() (equal) or k numbers >= 0, not all 0"),
-        ("normalize", lambda v: v in (False, True), "True or False"),
-    ),
     formula="sum_i w_i L_i, w = mtl.fixed.weights (constant; optionally divided by their sum)",
     source="a control: any learned profile as a constant",
 )

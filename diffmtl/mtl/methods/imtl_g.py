@@ -10,6 +10,7 @@ gradient). The weights sum to 1: the scale of the mean gradient.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from diffmtl.mtl import base, qp
@@ -18,7 +19,7 @@ from diffmtl.mtl import base, qp
 COSINE_RANK_TOL = 1e-5
 
 
-def imtl_g_weights(gram) -> jnp.ndarray:
+def imtl_g_weights(gram: jax.Array, task_losses: jax.Array | None = None) -> jax.Array:
     """[k] weights for the Gram matrix [k, k].
 
     Solved in the cosine space where it is well conditioned: with n the norms and C = G / n n'
@@ -27,6 +28,7 @@ def imtl_g_weights(gram) -> jnp.ndarray:
     raw float32 G drops that task's eigenvalue). Where C is singular (linearly dependent or
     zero gradients), w ~ G^+ n, torchjd's pseudo-inverse answer.
     """
+    del task_losses
     m = qp.normalised(gram)
     k = gram.shape[0]
     norms = jnp.sqrt(jnp.maximum(jnp.diag(m), 0.0))
@@ -47,7 +49,8 @@ def imtl_g_weights(gram) -> jnp.ndarray:
 
 METHOD = base.gram_method(
     "imtl_g",
-    lambda gram, options: imtl_g_weights(gram),
+    imtl_g_weights,
+    guarantee="equal projections <update, g_i / |g_i|> on every unit gradient",
     formula="sum w = 1, <d, g_i/|g_i|> equal: w ~ G^+ |g|",
     source="Liu et al. 2021 (IMTL)",
 )

@@ -12,6 +12,7 @@ running away as high-noise losses fall: the weights of step n are kept from then
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import jax
@@ -38,12 +39,25 @@ def log_variance_gradient(log_variances: jax.Array, task_losses: jax.Array) -> j
     return 0.5 * (1.0 - jnp.exp(-log_variances) * task_losses / k)
 
 
-def uncertainty_weighting(
-    num_tasks: int, learning_rate: float = 0.025, freeze_after: int = 0
-) -> optax.GradientTransformationExtraArgs:
+@dataclasses.dataclass(frozen=True)
+class Options(base.Options):
+    learning_rate: float = base.option(
+        0.025, "> 0", lambda v: v > 0, "Adam rate of the log-variances s (the ANT authors')."
+    )
+    freeze_after: int = base.option(
+        0,
+        "an integer >= 0",
+        lambda v: isinstance(v, int) and v >= 0,
+        "Stop learning s after this many steps (0: never; a diagnostic).",
+    )
+
+
+@base.takes_options(Options)
+def uw(num_tasks: int, *, options) -> optax.GradientTransformationExtraArgs:
     """Weights per-cluster gradients by 0.5 exp(-s_i) / k and takes an Adam step on s (none
     after `freeze_after` > 0 steps: s, and so the weights, stay as they are)."""
-    adam = optax.adam(learning_rate)
+    adam = optax.adam(options.learning_rate)
+    freeze_after = options.freeze_after
 
     def init(params):
         del params
@@ -67,18 +81,9 @@ def uncertainty_weighting(
 
 METHOD = base.Method(
     name="uw",
-    transform=lambda num_tasks, options: uncertainty_weighting(
-        num_tasks, options.learning_rate, options.freeze_after
-    ),
+    constructor=uw,
+    options=Options,
     loss_weights=loss_weights,
-    options={
-        "learning_rate": 0.025,  # Adam rate of the log-variances (the ANT authors').
-        "freeze_after": 0,  # Stop learning s after this many steps (0: never; a diagnostic).
-    },
-    checks=(
-        ("learning_rate", lambda v: v > 0, "> 0"),
-        ("freeze_after", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
-    ),
     formula="sum_i 0.5 (exp(-s_i) L_i / k + s_i), s learned",
     source="Kendall et al. 2018; ANT's UW",
 )

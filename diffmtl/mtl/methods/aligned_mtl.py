@@ -14,12 +14,15 @@ down to -0.9 occur), unlike MGDA, UPGrad, DualProj and ConFIG, which the tests h
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from diffmtl.mtl import base
 
 
-def aligned_mtl_weights(gram) -> jnp.ndarray:
+def aligned_mtl_weights(gram: jax.Array, task_losses: jax.Array | None = None) -> jax.Array:
+    """[k] weights B 1 / k of the aligned gradients, from G [k, k]."""
+    del task_losses
     gram = gram.astype(jnp.float32)
     k = gram.shape[0]
     lam, vectors = jnp.linalg.eigh(gram)  # ascending
@@ -34,7 +37,7 @@ def aligned_mtl_weights(gram) -> jnp.ndarray:
 
 METHOD = base.gram_method(
     "aligned_mtl",
-    lambda gram, options: aligned_mtl_weights(gram),
+    aligned_mtl_weights,
     formula="w = sqrt(lambda_min) V Lambda^-1/2 V' 1 / k (G = V Lambda V')",
     source="Senushkin et al. 2023",
 )

@@ -14,6 +14,7 @@ default). Invariant to a per-task loss scale (log L).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import jax
@@ -38,8 +39,20 @@ def famo_weights(logits: jax.Array, losses: jax.Array) -> jax.Array:
     return inverse / jnp.sum(inverse)
 
 
-def famo(num_tasks: int, learning_rate: float = 0.025, gamma: float = 0.01):
-    opt = optax.chain(optax.add_decayed_weights(gamma), optax.adam(learning_rate))
+@dataclasses.dataclass(frozen=True)
+class Options(base.Options):
+    learning_rate: float = base.option(
+        0.025, "> 0", lambda v: v > 0, "Adam rate of the logits (official w_lr)."
+    )
+    gamma: float = base.option(
+        0.01, ">= 0", lambda v: v >= 0, "Weight decay of the logits (official)."
+    )
+
+
+@base.takes_options(Options)
+def famo(num_tasks: int, *, options) -> optax.GradientTransformationExtraArgs:
+    """FAMO over k = num_tasks clusters (one backward pass; the weights move on the losses)."""
+    opt = optax.chain(optax.add_decayed_weights(options.gamma), optax.adam(options.learning_rate))
 
     def init(params):
         del params
@@ -68,13 +81,9 @@ def famo(num_tasks: int, learning_rate: float = 0.025, gamma: float = 0.01):
 
 METHOD = base.Method(
     name="famo",
-    transform=lambda num_tasks, options: famo(num_tasks, options.learning_rate, options.gamma),
+    constructor=famo,
+    options=Options,
     loss_weights=base.last_weights,
-    options={"learning_rate": 0.025, "gamma": 0.01},  # Official defaults (w_lr, gamma).
-    checks=(
-        ("learning_rate", lambda v: v > 0, "> 0"),
-        ("gamma", lambda v: v >= 0, ">= 0"),
-    ),
     formula="w_i = z_i / (c L_i), z = softmax(xi), xi follows the loss decrease rates",
     source="Liu et al. 2023",
 )

@@ -12,12 +12,15 @@ Non-conflicting: <update, g_i> = m |g_i| / |v| >= 0 when m >= 0.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from diffmtl.mtl import base, qp
 
 
-def config_weights(gram) -> jnp.ndarray:
+def config_weights(gram: jax.Array, task_losses: jax.Array | None = None) -> jax.Array:
+    """[k] weights of ConFIG's update, from G [k, k]."""
+    del task_losses
     m = qp.normalised(gram)
     k = gram.shape[0]
     norms = jnp.sqrt(jnp.maximum(jnp.diag(m), 0.0))
@@ -35,7 +38,8 @@ def config_weights(gram) -> jnp.ndarray:
 
 METHOD = base.gram_method(
     "config",
-    lambda gram, options: config_weights(gram),
+    config_weights,
+    guarantee="non-conflicting: <update, g_i> = m |g_i| / |v| >= 0, equal cosines",
     formula="(sum_j <g_j, e>) e / k, e ~ (U')^+ 1 (equal cosine to every g_i)",
     source="Liu et al. 2024 (ConFIG)",
 )

@@ -15,7 +15,7 @@ class EqualWeightingState(NamedTuple):
     weights: jax.Array  # [k], all 1/k.
 
 
-def equal_weighting(num_tasks: int) -> optax.GradientTransformationExtraArgs:
+def equal(num_tasks: int) -> optax.GradientTransformationExtraArgs:
     """Returns sum_i g_i / k for per-cluster gradients; passes a weighted-loss gradient through."""
 
     def init(params):
@@ -37,7 +37,7 @@ def loss_weights(state: EqualWeightingState) -> jax.Array:
 
 METHOD = base.Method(
     name="equal",
-    transform=lambda num_tasks, options: equal_weighting(num_tasks),
+    constructor=equal,
     loss_weights=loss_weights,
     formula="(1/k) sum_i L_i",
     source="vanilla (k = 1) and the stratified baseline",

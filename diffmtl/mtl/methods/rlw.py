@@ -6,6 +6,7 @@ the state, so a resumed run draws the same weights. The weights sum to 1: the me
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import jax
@@ -24,7 +25,18 @@ def _draw(key, num_tasks: int) -> jax.Array:
     return jax.nn.softmax(jax.random.normal(key, (num_tasks,), jnp.float32))
 
 
-def rlw(num_tasks: int, seed: int = 0):
+@dataclasses.dataclass(frozen=True)
+class Options(base.Options):
+    seed: int = base.option(
+        0, "an integer >= 0", lambda v: isinstance(v, int) and v >= 0, "Seeds the random weights."
+    )
+
+
+@base.takes_options(Options)
+def rlw(num_tasks: int, *, options) -> optax.GradientTransformationExtraArgs:
+    """RLW over k = num_tasks clusters (one backward pass)."""
+    seed = options.seed
+
     def init(params):
         del params
         key, use = jax.random.split(jax.random.PRNGKey(seed))
@@ -41,10 +53,9 @@ def rlw(num_tasks: int, seed: int = 0):
 
 METHOD = base.Method(
     name="rlw",
-    transform=lambda num_tasks, options: rlw(num_tasks, options.seed),
+    constructor=rlw,
+    options=Options,
     loss_weights=base.last_weights,
-    options={"seed": 0},
-    checks=(("seed", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),),
     formula="w = softmax(eps), eps ~ N(0, I), drawn every step",
     source="Lin et al. 2022",
 )

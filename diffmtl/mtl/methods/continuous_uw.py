@@ -14,6 +14,7 @@ pass (the step passes per-example weights and losses; training/steps.py).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import jax
@@ -50,11 +51,25 @@ def example_weights(state: ContinuousUWState, log_snr: jax.Array) -> jax.Array:
     return jnp.exp(-log_variance(state, log_snr))
 
 
-def continuous_uw(
-    num_tasks: int, learning_rate: float = 0.01, num_features: int = 32, seed: int = 0
-) -> optax.GradientTransformationExtraArgs:
+@dataclasses.dataclass(frozen=True)
+class Options(base.Options):
+    learning_rate: float = base.option(0.01, "> 0", lambda v: v > 0, "Adam rate of u's weights.")
+    num_features: int = base.option(
+        32, ">= 1", lambda v: v >= 1, "Fourier features of the log-SNR (F)."
+    )
+    seed: int = base.option(
+        0,
+        "an integer >= 0",
+        lambda v: isinstance(v, int) and v >= 0,
+        "Seeds the fixed frequencies and phases.",
+    )
+
+
+@base.takes_options(Options)
+def continuous_uw(num_tasks: int, *, options) -> optax.GradientTransformationExtraArgs:
     """Passes the (per-example weighted) gradient through and steps u on the example losses."""
-    adam = optax.adam(learning_rate)
+    adam = optax.adam(options.learning_rate)
+    num_features, seed = options.num_features, options.seed
 
     def init(params):
         del params
@@ -88,20 +103,13 @@ def continuous_uw(
 
 METHOD = base.Method(
     name="continuous_uw",
-    transform=lambda num_tasks, options: continuous_uw(
-        num_tasks, options.learning_rate, options.num_features, options.seed
-    ),
+    constructor=continuous_uw,
+    options=Options,
     loss_weights=base.last_weights,
     metrics=lambda state: {
         f"continuous_uw/u_at_log_snr_{int(v)}": log_variance(state, jnp.float32(v))
         for v in (-8, -4, 0, 4, 8)
     },
-    options={"learning_rate": 0.01, "num_features": 32, "seed": 0},
-    checks=(
-        ("learning_rate", lambda v: v > 0, "> 0"),
-        ("num_features", lambda v: v >= 1, ">= 1"),
-        ("seed", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
-    ),
     example_weights=example_weights,
     formula="per example exp(-u(lambda_t)) L_t + u(lambda_t), u on Fourier features",
     source="Karras et al. 2024 (EDM2)",

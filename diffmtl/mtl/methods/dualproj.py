@@ -7,19 +7,23 @@ conflicts with no task. torchjd's diagonal regularisation is left out as in upgr
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from diffmtl.mtl import base, qp
 
 
-def dualproj_weights(gram) -> jnp.ndarray:
+def dualproj_weights(gram: jax.Array, task_losses: jax.Array | None = None) -> jax.Array:
+    """[k] weights argmin_{w >= 1/k} w'Gw, from G [k, k]."""
+    del task_losses
     k = gram.shape[0]
     return qp.min_norm_above(gram, jnp.full((k,), 1.0 / k, jnp.float32))
 
 
 METHOD = base.gram_method(
     "dualproj",
-    lambda gram, options: dualproj_weights(gram),
+    dualproj_weights,
+    guarantee="non-conflicting: <update, g_j> >= 0 for every j",
     formula="mean gradient projected onto the dual cone: argmin_{w >= 1/k} w'Gw",
     source="Quinton & Rey 2024 (torchjd)",
 )

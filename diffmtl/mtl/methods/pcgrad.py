@@ -12,6 +12,8 @@ weights C.sum(0) / k. The random orders come from a key in the state.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -51,9 +53,30 @@ def task_orders(key: jax.Array, num_tasks: int) -> jax.Array:
     return jax.vmap(lambda kk: jax.random.permutation(kk, num_tasks))(keys)
 
 
-def pcgrad(num_tasks: int, seed: int = 0) -> optax.GradientTransformationExtraArgs:
+@dataclasses.dataclass(frozen=True)
+class Options(base.Options):
+    seed: int = base.option(
+        0,
+        "an integer >= 0",
+        lambda v: isinstance(v, int) and v >= 0,
+        "Seeds the random projection orders.",
+    )
+
+
+def pcgrad_weights(
+    gram: jax.Array, task_losses: jax.Array | None = None, *, key: jax.Array
+) -> jax.Array:
+    """[k] weights of PCGrad's update for G [k, k], with the projection orders drawn from
+    `key` (the pure weighting; the transform draws a new key every step)."""
+    del task_losses
+    return projection_weights(gram, task_orders(key, gram.shape[0]))[0]
+
+
+@base.takes_options(Options)
+def pcgrad(num_tasks: int, *, options) -> optax.GradientTransformationExtraArgs:
     """PCGrad over per-cluster gradients [k, ...] (it needs them at every step); the state's
     extra is the number of projections of the last update."""
+    seed = options.seed
 
     def weights_fn(gram, task_losses, key, extra):
         del task_losses, extra
@@ -64,13 +87,13 @@ def pcgrad(num_tasks: int, seed: int = 0) -> optax.GradientTransformationExtraAr
 
 METHOD = base.Method(
     name="pcgrad",
-    transform=lambda num_tasks, options: pcgrad(num_tasks, options.seed),
+    constructor=pcgrad,
+    options=Options,
     loss_weights=base.last_weights,
     task_grads_on=base.always_needs_task_grads,
     metrics=lambda state: {"pcgrad_projections": state.extra},
-    options={"seed": 0},  # Seeds the random projection orders.
-    checks=(("seed", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),),
     kind="gram",
+    weights=pcgrad_weights,
     formula="g_i -= <g_i, g_j>/|g_j|^2 g_j on conflict, random order; mean",
     source="Yu et al. 2020",
 )

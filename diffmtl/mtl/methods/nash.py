@@ -24,6 +24,7 @@ update unchanged: G -> SGS gives alpha -> S^-1 alpha (tests/test_mtl_library.py)
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import jax
@@ -31,8 +32,6 @@ import jax.numpy as jnp
 import optax
 
 from diffmtl.mtl import base
-
-CLIPS_UPDATES = True  # The chain must not add its own clip (optimizer.py).
 
 
 class NashMTLState(NamedTuple):
@@ -100,20 +99,50 @@ def _clip(updates, max_norm: float):
     return jax.tree.map(lambda u: u * scale, updates)
 
 
-def nash_mtl(
-    num_tasks: int,
-    update_every: int = 25,
-    max_norm: float = 1.0,
-    num_iterations: int = 30,
-    tol: float = 1e-3,
-) -> optax.GradientTransformationExtraArgs:
+@dataclasses.dataclass(frozen=True)
+class Options(base.Options):
+    update_every: int = base.option(
+        25,
+        ">= 1",
+        lambda v: v >= 1,
+        "Solve for alpha every n steps (per-cluster gradients on those steps only; between "
+        "them the step takes the gradient of sum_i alpha_i L_i / k). The ANT release: 25.",
+    )
+    max_norm: float = base.option(
+        1.0, "> 0", lambda v: v > 0, "Clip the update to this global norm (the ANT release: 1)."
+    )
+    num_iterations: int = base.option(
+        30, ">= 1", lambda v: v >= 1, "Damped Newton iterations per solve."
+    )
+    tol: float = base.option(
+        1e-3, "> 0", lambda v: v > 0, "A solve counts as failed (alpha kept) above this residual."
+    )
+
+
+@base.takes_options(Options)
+def nash_mtl_weights(
+    gram: jax.Array, task_losses: jax.Array | None = None, alpha0: jax.Array | None = None,
+    *, options,
+) -> jax.Array:  # fmt: skip
+    """[k] weights alpha / k with G alpha = 1 / alpha, from G [k, k] (alpha0 [k]: the warm
+    start, default ones; a failed solve returns alpha0 / k). The pure weighting; the transform
+    keeps alpha between steps."""
+    del task_losses
+    k = gram.shape[0]
+    alpha0 = jnp.ones((k,), jnp.float32) if alpha0 is None else alpha0
+    alpha, ok, _ = solve_alpha(gram, alpha0, options.num_iterations, options.tol)
+    return jnp.where(ok, alpha, alpha0) / k
+
+
+@base.takes_options(Options)
+def nash_mtl(num_tasks: int, *, options) -> optax.GradientTransformationExtraArgs:
     """Nash-MTL; needs per-cluster gradients on its update steps (`needs_task_grads`; the
     host reads update_every there). Weights alpha / k."""
-    del update_every
+    max_norm = options.max_norm
 
     def weights_fn(gram, task_losses, key, state):
         del task_losses, key
-        alpha, ok, residual = solve_alpha(gram, state.alpha, num_iterations, tol)
+        alpha, ok, residual = solve_alpha(gram, state.alpha, options.num_iterations, options.tol)
         alpha = jnp.where(ok, alpha, state.alpha)
         failures = state.num_failures + (~ok).astype(jnp.int32)
         return alpha / num_tasks, NashMTLState(alpha, failures, residual)
@@ -133,9 +162,8 @@ def needs_task_grads(step: int, options) -> bool:
 
 METHOD = base.Method(
     name="nash_mtl",
-    transform=lambda num_tasks, options: nash_mtl(
-        num_tasks, options.update_every, options.max_norm
-    ),
+    constructor=nash_mtl,
+    options=Options,
     loss_weights=base.last_weights,
     task_grads_on=needs_task_grads,
     metrics=lambda state: {
@@ -143,9 +171,9 @@ METHOD = base.Method(
         "nash_residual": state.extra.residual,
     },
     clips_updates=True,
-    options={"update_every": 25, "max_norm": 1.0},  # The ANT release: every 25 steps, clip 1.
-    checks=(("update_every", lambda v: v >= 1, ">= 1"), ("max_norm", lambda v: v > 0, "> 0")),
     kind="gram",
+    weights=nash_mtl_weights,
+    guarantee="every g_i decreases: <update, g_i> = 1 / (k alpha_i) > 0 before the clip",
     formula="G alpha = 1/alpha, alpha > 0; update sum_i alpha_i g_i / k, clipped",
     source="Navon et al. 2022 (their code's normalisation)",
 )

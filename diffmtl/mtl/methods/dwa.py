@@ -10,6 +10,7 @@ mean's scale). Invariant to a per-task loss scale (ratios).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import jax
@@ -28,7 +29,19 @@ class DWAState(NamedTuple):
     weights: jax.Array  # [k]
 
 
-def dwa(num_tasks: int, temperature: float = 2.0, window: int = 100):
+@dataclasses.dataclass(frozen=True)
+class Options(base.Options):
+    temperature: float = base.option(2.0, "> 0", lambda v: v > 0, "T of the softmax (official).")
+    window: int = base.option(
+        100, ">= 1", lambda v: v >= 1, "Steps per 'epoch': the loss ratios compare window means."
+    )
+
+
+@base.takes_options(Options)
+def dwa(num_tasks: int, *, options) -> optax.GradientTransformationExtraArgs:
+    """DWA over k = num_tasks clusters (one backward pass)."""
+    temperature, window = options.temperature, options.window
+
     def init(params):
         del params
         zeros = jnp.zeros((num_tasks,), jnp.float32)
@@ -65,13 +78,9 @@ def dwa(num_tasks: int, temperature: float = 2.0, window: int = 100):
 
 METHOD = base.Method(
     name="dwa",
-    transform=lambda num_tasks, options: dwa(num_tasks, options.temperature, options.window),
+    constructor=dwa,
+    options=Options,
     loss_weights=base.last_weights,
-    options={"temperature": 2.0, "window": 100},  # T (official); window: steps per "epoch".
-    checks=(
-        ("temperature", lambda v: v > 0, "> 0"),
-        ("window", lambda v: v >= 1, ">= 1"),
-    ),
     formula="w = softmax(r / T), r_i = Lbar_i(n-1) / Lbar_i(n-2) over windows",
     source="Liu et al. 2019 (MTAN)",
 )

@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from main_runs import ROOT
@@ -75,18 +76,45 @@ def test_commands_name_existing_modules_and_configs(page):
     assert not missing, missing
 
 
-def test_the_readme_is_a_short_guide_and_its_mtl_snippet_runs(tmp_path):
+def _example():
+    path = os.path.join(ROOT, "examples", "multi_task_regression.py")
+    spec = importlib.util.spec_from_file_location("multi_task_regression", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return path, module
+
+
+def test_the_readme_is_a_short_guide_and_its_mtl_snippet_is_a_cut_of_the_example_that_runs():
+    """The snippet's lines appear in the example in order (a cut: nothing rewritten), and run
+    with the example's data, they train to the example's losses."""
     readme = _text(os.path.join(ROOT, "README.md"))
     assert len(readme.splitlines()) <= 250
     snippet = readme.split("<!-- mtl-snippet")[1].split("```python\n")[1].split("```")[0]
-    (tmp_path / "snippet.py").write_text(snippet)
+    path, example = _example()
+    lines = iter(_text(path).splitlines())
+    missing = [line for line in snippet.splitlines() if line not in lines]
+    assert not missing, f"README snippet lines not in the example, in order: {missing[:3]}"
+    namespace = {"make_data": example.make_data}
+    exec(compile(snippet, "README.md", "exec"), namespace)  # noqa: S102
+    np.testing.assert_array_equal(namespace["train"]("upgrad", 20), example.train("upgrad", 20))
+
+
+@pytest.mark.parametrize("method", ["equal", "fixed", "pcgrad", "nash_mtl", "mgda", "famo"])
+def test_the_standalone_example_trains_every_kind_of_method(method):
+    """Every task's loss falls from its start (the heads start at zero: loss = mean y^2)."""
+    _, example = _example()
+    start = example.train(method, steps=0)
+    end = example.train(method, steps=60)
+    assert np.all(np.isfinite(end)) and float(np.sum(end)) < float(np.sum(start))
+
+
+def test_the_example_runs_as_a_script():
+    path, _ = _example()
     env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"}
-    result = subprocess.run(
-        [sys.executable, "snippet.py"], cwd=tmp_path, capture_output=True, text=True, env=env
-    )
+    result = subprocess.run([sys.executable, path, "--method=cagrad", "--steps=5"],
+                            capture_output=True, text=True, env=env)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
-    name, *losses = result.stdout.replace("[", " ").replace("]", " ").split()
-    assert name == "upgrad" and len(losses) == 3
+    assert result.stdout.startswith("cagrad final task losses:")
 
 
 def test_nothing_cites_a_file_outside_the_repository():

@@ -13,8 +13,9 @@ import sys
 import numpy as np
 import pytest
 
+from diffmtl import mtl
 from main_runs import ROOT
-from tools import config_reference
+from tools import config_reference, mtl_reference
 
 PAGES = sorted(
     [os.path.join(ROOT, "README.md"), os.path.join(ROOT, "CHANGELOG.md")]
@@ -135,3 +136,22 @@ def test_the_config_reference_page_is_up_to_date():
     assert _text(os.path.join(ROOT, "docs", "configs.md")) == config_reference.reference(), (
         "docs/configs.md is out of date: python -m tools.config_reference"
     )
+
+
+def test_the_mtl_api_pages_are_up_to_date_and_every_public_name_is_documented():
+    for name, text in mtl_reference.pages().items():
+        assert _text(os.path.join(ROOT, "docs", "api", name)) == text, (
+            f"docs/api/{name} is out of date: python -m tools.mtl_reference"
+        )
+    undocumented = [n for n in mtl.__all__ if not (getattr(mtl, n).__doc__ or "").strip()]
+    assert not undocumented, undocumented
+
+
+def test_the_manual_builds_with_mkdocs_strict(tmp_path):
+    """Every page, link, anchor and mkdocstrings reference resolves (a warning fails)."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "NO_MKDOCS_2_WARNING": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]

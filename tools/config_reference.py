@@ -13,6 +13,7 @@ allowed values; a field no range can check shows where it is checked instead (FR
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import sys
@@ -20,7 +21,7 @@ import sys
 from absl import app, flags
 
 from configs import fashion_mnist
-from diffmtl import config_validation
+from diffmtl import config_validation, mtl
 from diffmtl.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -102,6 +103,12 @@ def comments(source: str) -> dict[str, str]:
     return out
 
 
+def option_doc(method: str, option: str) -> str:
+    """The meaning of an MTL method's option, from its Options dataclass."""
+    fields = dataclasses.fields(mtl.method(method).options)
+    return next(f.metadata["doc"] for f in fields if f.name == option)
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
@@ -119,7 +126,7 @@ def reference() -> str:
             check = {None: "its type (the config refuses another)", "": "-"}.get(message, message)
         text = meaning.get(field, "")
         if not text and path[0] == "mtl" and len(path) == 3:
-            text = f"an option of `mtl.method='{path[1]}'` (docs/mtl.md)"
+            text = f"`mtl.method='{path[1]}'`: {option_doc(path[1], path[2])}"
         kind = type(value).__name__
         rows.append(f"| `{field}` | `{value!r}` | {kind} | {_cell(text)} | {_cell(check)} |")
     return "\n".join([

@@ -77,13 +77,13 @@ dwa = _dwa.dwa
 rlw = _rlw.rlw
 pcgrad = _pcgrad.pcgrad
 nash_mtl = _nash.nash_mtl
-mgda = _mgda.METHOD.constructor
-cagrad = _cagrad.METHOD.constructor
-imtl_g = _imtl_g.METHOD.constructor
-aligned_mtl = _aligned_mtl.METHOD.constructor
-upgrad = _upgrad.METHOD.constructor
-dualproj = _dualproj.METHOD.constructor
-config = _config.METHOD.constructor
+mgda = _mgda.mgda
+cagrad = _cagrad.cagrad
+imtl_g = _imtl_g.imtl_g
+aligned_mtl = _aligned_mtl.aligned_mtl
+upgrad = _upgrad.upgrad
+dualproj = _dualproj.dualproj
+config = _config.config
 
 # The pure weightings of the Gram-based methods, (gram [k, k], task_losses [k], **options) -> [k].
 pcgrad_weights = _pcgrad.pcgrad_weights

@@ -132,6 +132,7 @@ def takes_options(options_type: type[Options]) -> Callable[[Callable], Callable]
             for f in option_fields(options_type)
         ]
         with_options.__signature__ = inspect.signature(fn).replace(parameters=kept + added)
+        del with_options.__wrapped__  # help() and the docs show the signature above, not fn's.
         with_options.Options = options_type
         return with_options
 
@@ -291,6 +292,7 @@ def gram_method(
         return gram_weighting(num_tasks, weights_fn)
 
     constructor.__name__ = constructor.__qualname__ = name
+    constructor.__module__ = weights.__module__  # Where its module exports it (docs resolve it).
     constructor.__doc__ = (
         f"{name} as an optax transform over k = num_tasks clusters: per-cluster gradients "
         f"[k, ...] -> sum_i w_i g_i with w = {weights.__name__}(G, task_losses, **options)."

@@ -41,3 +41,4 @@ METHOD = base.gram_method(
     formula="w = sqrt(lambda_min) V Lambda^-1/2 V' 1 / k (G = V Lambda V')",
     source="Senushkin et al. 2023",
 )
+aligned_mtl = METHOD.constructor  # name(num_tasks, **options): the optax transform.

@@ -83,3 +83,4 @@ METHOD = base.gram_method(
     formula="(g0 + c|g0|/|g_x| g_x)/(1+c^2), x = argmin_simplex <g_x, g0> + c|g0||g_x|",
     source="Liu et al. 2021",
 )
+cagrad = METHOD.constructor  # name(num_tasks, **options): the optax transform.

@@ -43,3 +43,4 @@ METHOD = base.gram_method(
     formula="(sum_j <g_j, e>) e / k, e ~ (U')^+ 1 (equal cosine to every g_i)",
     source="Liu et al. 2024 (ConFIG)",
 )
+config = METHOD.constructor  # name(num_tasks, **options): the optax transform.

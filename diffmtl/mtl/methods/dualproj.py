@@ -27,3 +27,4 @@ METHOD = base.gram_method(
     formula="mean gradient projected onto the dual cone: argmin_{w >= 1/k} w'Gw",
     source="Quinton & Rey 2024 (torchjd)",
 )
+dualproj = METHOD.constructor  # name(num_tasks, **options): the optax transform.

@@ -54,3 +54,4 @@ METHOD = base.gram_method(
     formula="sum w = 1, <d, g_i/|g_i|> equal: w ~ G^+ |g|",
     source="Liu et al. 2021 (IMTL)",
 )
+imtl_g = METHOD.constructor  # name(num_tasks, **options): the optax transform.

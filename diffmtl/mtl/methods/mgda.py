@@ -30,3 +30,4 @@ METHOD = base.gram_method(
     formula="argmin_{w in simplex} |sum_i w_i g_i|",
     source="Desideri 2012; Sener & Koltun 2018",
 )
+mgda = METHOD.constructor  # name(num_tasks, **options): the optax transform.

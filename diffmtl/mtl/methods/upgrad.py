@@ -31,3 +31,4 @@ METHOD = base.gram_method(
     formula="mean_i of g_i projected onto the dual cone: w^i = argmin_{w >= e_i} w'Gw",
     source="Quinton & Rey 2024 (torchjd)",
 )
+upgrad = METHOD.constructor  # name(num_tasks, **options): the optax transform.

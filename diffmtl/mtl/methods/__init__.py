@@ -1,0 +1,1 @@
+"""One MTL method per module; the package diffmtl.mtl exports their constructors and weightings."""

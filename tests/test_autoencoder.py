@@ -19,6 +19,7 @@ from diffmtl.autoencoder import kl, pretrained, sd_weights
 from diffmtl.data.fashion_mnist import FashionMNIST
 from diffmtl.data.images import to_model_range
 from diffmtl.errors import UserError
+from tools import fixture_weights
 
 SMALL = kl.AutoencoderKL(1, 8, (1, 2), 1, 4, 4)  # f2, 2 levels, GroupNorm(4)
 
@@ -122,13 +123,19 @@ def test_bad_weight_files_end_in_one_line_naming_file_and_key(tmp_path, damage, 
 
 
 PARITY_DIR = os.environ.get("DIFFMTL_VAE_PARITY", "")
+FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "vae_small_parity.npz")
 
 
-@pytest.mark.skipif(not PARITY_DIR, reason="set DIFFMTL_VAE_PARITY (tools/vae_parity.py)")
-def test_parity_with_diffusers_autoencoder_kl():
-    """Our encode / decode on diffusers' random weights and inputs (tools/vae_parity.py)."""
-    with np.load(os.path.join(PARITY_DIR, "parity.npz")) as data:
+def check_parity_with_diffusers(npz: str, weights: str, tmp_path) -> dict[str, float]:
+    """Our encode / decode on diffusers' random weights and inputs (tools/vae_parity.py): the
+    weights from `weights` (a safetensors file) or, if empty, drawn again from the npz's
+    `shapes` (a committed fixture). Returns max |ours - diffusers| per output."""
+    with np.load(npz) as data:
         ref = {k: data[k] for k in data.files}
+    if not weights:
+        drawn = fixture_weights.draw(fixture_weights.decode(ref["shapes"]), 0.05, True)
+        weights = str(tmp_path / "diffusion_pytorch_model.safetensors")
+        save_file(drawn, weights)
     sizes = json.loads(str(ref["sizes"]))
     blocks = sizes["blocks"]
     model = kl.AutoencoderKL(
@@ -141,15 +148,28 @@ def test_parity_with_diffusers_autoencoder_kl():
     )
     x = jnp.asarray(ref["x"])
     template = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x))["params"]
-    path = os.path.join(PARITY_DIR, "diffusion_pytorch_model.safetensors")
-    params = sd_weights.load_diffusers(path, template)
+    params = sd_weights.load_diffusers(weights, template)
     mean, std = jax.jit(lambda p: model.apply({"params": p}, x, method=model.encode))(params)
     decoded = jax.jit(lambda p: model.apply({"params": p}, mean, method=model.decode))(params)
+    diffs = {}
     for name, ours in (("mean", mean), ("std", std), ("decoded", decoded)):
-        diff = float(np.max(np.abs(np.asarray(ours) - ref[name])))
-        scale = float(np.abs(ref[name]).max())
-        print(f"{name}: max |ours - diffusers| = {diff:.2e} (max |value| {scale:.2f})")
+        diffs[name] = float(np.max(np.abs(np.asarray(ours) - ref[name])))
         np.testing.assert_allclose(ours, ref[name], atol=1e-4)
+    return diffs
+
+
+def test_encode_and_decode_match_diffusers_on_the_committed_fixture(tmp_path):
+    """diffusers' AutoencoderKL (random weights, a 3-level f4 model on 28x28x1) committed as
+    tests/fixtures/vae_small_parity.npz by `tools/vae_parity.py --size=small --fixture`."""
+    assert max(check_parity_with_diffusers(FIXTURE, "", tmp_path).values()) <= 1e-4
+
+
+@pytest.mark.skipif(not PARITY_DIR, reason="set DIFFMTL_VAE_PARITY (tools/vae_parity.py)")
+def test_parity_with_diffusers_autoencoder_kl(tmp_path):
+    """Any size's parity directory made by tools/vae_parity.py (with its weights)."""
+    npz = os.path.join(PARITY_DIR, "parity.npz")
+    weights = os.path.join(PARITY_DIR, "diffusion_pytorch_model.safetensors")
+    print("max |ours - diffusers|:", check_parity_with_diffusers(npz, weights, tmp_path))
 
 
 def test_codec_pads_to_the_encoder_size_crops_back_and_scales(devices):

@@ -18,6 +18,7 @@ from diffmtl.diffusion import guidance
 from diffmtl.errors import UserError
 from diffmtl.models import dit, dit_weights
 from diffmtl.training import dry_run, experiment, steps
+from tools import fixture_weights
 from train_steps import assert_same_training, run_steps
 
 # What DiT's PyTorch code reports for each variant at 32x32x4, 1000 classes, learned variance
@@ -248,13 +249,16 @@ def test_official_weights_round_trip_into_the_initial_state_and_bad_files_are_na
 
 
 PARITY_FILE = os.environ.get("DIFFMTL_DIT_PARITY", "")
+FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "dit_s4_parity.npz")
 
 
-@pytest.mark.skipif(not PARITY_FILE, reason="set DIFFMTL_DIT_PARITY (tools/dit_parity.py)")
-def test_parity_with_the_official_pytorch_dit(tmp_path):
-    """Our forward pass on the official model's random weights and inputs (tools/dit_parity.py)."""
-    with np.load(PARITY_FILE) as data:
+def check_parity_with_official(path: str, tmp_path) -> float:
+    """Our forward pass on the official model's random weights and inputs (tools/dit_parity.py;
+    weights stored as 'param/<name>' or, in a fixture, drawn again from its `shapes`)."""
+    with np.load(path) as data:
         arrays = {k.removeprefix("param/"): data[k] for k in data.files if k.startswith("param/")}
+        if not arrays:
+            arrays = fixture_weights.draw(fixture_weights.decode(data["shapes"]))
         x, t, y, expected = (data[k] for k in ("x", "t", "y", "out"))
         variant = str(data["variant"])
     np.savez(tmp_path / "weights.npz", **arrays)
@@ -269,4 +273,17 @@ def test_parity_with_the_official_pytorch_dit(tmp_path):
         lambda p: models.denoise(model, p, jnp.asarray(x), jnp.asarray(t), jnp.asarray(y))
     )(params)
     np.testing.assert_allclose(out, expected, atol=1e-4)
-    print("max |ours - official|:", float(np.max(np.abs(np.asarray(out) - expected))))
+    return float(np.max(np.abs(np.asarray(out) - expected)))
+
+
+def test_forward_matches_the_official_pytorch_dit_on_the_committed_fixture(tmp_path):
+    """The official DiT-S/4's outputs (facebookresearch/DiT models.py, random weights, one of
+    the inputs with the null label) committed as tests/fixtures/dit_s4_parity.npz by
+    `tools/dit_parity.py --variant=DiT-S/4 --fixture`: an oracle that needs no torch."""
+    assert check_parity_with_official(FIXTURE, tmp_path) <= 1e-4
+
+
+@pytest.mark.skipif(not PARITY_FILE, reason="set DIFFMTL_DIT_PARITY (tools/dit_parity.py)")
+def test_parity_with_the_official_pytorch_dit(tmp_path):
+    """Any variant's parity file made by tools/dit_parity.py (e.g. DiT-S/2 with its weights)."""
+    print("max |ours - official|:", check_parity_with_official(PARITY_FILE, tmp_path))

@@ -266,3 +266,22 @@ def test_imtl_g_keeps_the_pseudo_inverse_answer_on_rank_deficient_grams():
     )
     w = np.asarray(imtl_g.imtl_g_weights(jnp.asarray(gram, jnp.float32)))
     np.testing.assert_allclose(w, v / v.sum(), rtol=2e-3, atol=2e-4)
+
+
+def test_posterior_samples_have_the_posterior_moments_and_are_independent_of_the_noise():
+    """z = mean + std * eps: (z - mean) / std over 20,000 examples with their own keys has mean
+    0 and variance 1 (4-sigma bounds), whatever the std (0.1 to 3), and is uncorrelated with
+    the diffusion noise drawn from the same keys (steps.draw_noise_and_timesteps folds the key
+    differently)."""
+    from diffmtl.training import steps
+
+    n = 20_000
+    rng = np.random.default_rng(3)
+    mean = rng.normal(size=(n, 1, 1, 1)).astype(np.float32)
+    std = rng.uniform(0.1, 3.0, size=(n, 1, 1, 1)).astype(np.float32)
+    keys = jax.random.split(jax.random.PRNGKey(5), n)
+    u = ((np.asarray(steps.sample_posterior(mean, std, keys)) - mean) / std).ravel()
+    assert abs(u.mean()) < 4 / np.sqrt(n)
+    assert abs(u.var() - 1.0) < 4 * np.sqrt(2 / n)
+    noise = np.asarray(jax.vmap(lambda k: jax.random.normal(k, (1, 1, 1)))(keys)).ravel()
+    assert abs(np.corrcoef(u, noise)[0, 1]) < 4 / np.sqrt(n)

@@ -89,6 +89,15 @@ MUTATIONS = (
     M("equal_weights_half", "diffmtl/mtl/methods/equal.py",
       "jnp.full((num_tasks,), 1.0 / num_tasks, jnp.float32)",
       "jnp.full((num_tasks,), 0.5 / num_tasks, jnp.float32)", ("tests/test_mtl.py",)),
+    # Models against the reference frameworks' committed outputs, and the posterior sample.
+    M("dit_modulate_scale", "diffmtl/models/dit.py",
+      "return x * (1 + scale[:, None, :]) + shift[:, None, :]",
+      "return x * scale[:, None, :] + shift[:, None, :]", ("tests/test_dit.py",)),
+    M("vae_std_exponent", "diffmtl/autoencoder/kl.py",
+      "jnp.exp(0.5 * jnp.clip(log_var, -30.0, 20.0))", "jnp.exp(jnp.clip(log_var, -30.0, 20.0))",
+      ("tests/test_autoencoder.py",)),
+    M("posterior_variance", "diffmtl/training/steps.py", "return mean + std * eps(keys)",
+      "return mean + std * std * eps(keys)", (ORACLES,)),
     # Diffusion.
     M("q_sample_variance", "diffmtl/diffusion/schedule.py",
       "return jnp.sqrt(abar) * x0 + jnp.sqrt(1.0 - abar) * noise",

@@ -6,18 +6,26 @@ then, in this project's environment:
   DIFFMTL_VAE_PARITY=/tmp/vae_parity python -m pytest tests/test_autoencoder.py -k parity -s
 
 --size=sd is the SD VAE's architecture (KL-f8, 83.7M parameters) on 2 images of 64x64x3;
-small a 3-level f4 one on 28x28x1. Every parameter is drawn at random (GroupNorm scales around
-1), so each key's mapping matters. The directory gets diffusion_pytorch_model.safetensors and
-config.json (diffusers' save_pretrained) and parity.npz: x [2, H, W, C] NHWC in [-1, 1], the
-posterior's mean and std and the decoded mean, NHWC, and the architecture's sizes.
+small a 3-level f4 one on 28x28x1 (the committed fixture tests/fixtures/vae_small_parity.npz:
+`--size=small --fixture`). Every parameter is drawn at random by tools/fixture_weights.py
+(GroupNorm scales around 1), so each key's mapping matters. The directory gets
+diffusion_pytorch_model.safetensors and config.json (diffusers' save_pretrained; not with
+--fixture: the test draws the weights again from `shapes`) and parity.npz: x [2, H, W, C]
+NHWC in [-1, 1], the posterior's mean and std and the decoded mean, NHWC, the architecture's
+sizes and the parameters' names and shapes.
 """
 
 import argparse
 import json
+import os
+import sys
 
 import numpy as np
 import torch
 from diffusers import AutoencoderKL
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fixture_weights  # noqa: E402  (this directory; NumPy only)
 
 SIZES = {  # name -> (image channels, block channels, blocks per level, image side)
     "sd": (3, (128, 256, 512, 512), 2, 64),
@@ -29,9 +37,10 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
     parser.add_argument("--size", default="sd", choices=sorted(SIZES))
+    parser.add_argument("--fixture", action="store_true", help="Leave the weights out.")
     args = parser.parse_args()
     channels, blocks, layers, side = SIZES[args.size]
-    torch.manual_seed(0)
+    os.makedirs(args.out, exist_ok=True)
     vae = AutoencoderKL(
         in_channels=channels,
         out_channels=channels,
@@ -42,11 +51,13 @@ def main():
         latent_channels=4,
         norm_num_groups=32,
     ).eval()
+    shapes = {n: tuple(p.shape) for n, p in vae.named_parameters()}
+    weights = fixture_weights.draw(shapes, scale=0.05, norm_offset=True)
     with torch.no_grad():
         for name, p in vae.named_parameters():
-            is_norm_scale = "norm" in name and name.endswith("weight")
-            p.copy_(torch.randn_like(p) * (0.05 if p.ndim > 1 else 0.1) + float(is_norm_scale))
-    vae.save_pretrained(args.out, safe_serialization=True)
+            p.copy_(torch.from_numpy(weights[name]))
+    if not args.fixture:  # --fixture: the test draws the weights again from `shapes`
+        vae.save_pretrained(args.out, safe_serialization=True)
     x = np.random.default_rng(0).uniform(-1, 1, (2, side, side, channels)).astype(np.float32)
     with torch.no_grad():
         posterior = vae.encode(torch.from_numpy(x).permute(0, 3, 1, 2)).latent_dist
@@ -62,6 +73,7 @@ def main():
         std=nhwc(posterior.std),
         decoded=nhwc(decoded),
         sizes=json.dumps({"image_channels": channels, "blocks": blocks, "layers": layers}),
+        shapes=fixture_weights.encode(shapes),
     )
     print(f"wrote {args.out}")
 

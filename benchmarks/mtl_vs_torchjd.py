@@ -120,7 +120,8 @@ def side(inputs: str, outputs: str, repeats: int) -> None:
 
 
 def brute_force_mgda(gram: np.ndarray) -> np.ndarray:
-    """Weights of the min-norm point of the hull (float64, every support)."""
+    """Weights of the min-norm point of the hull: the best feasible affine minimiser over every
+    support (float64; a singular face by least squares; also tests/test_mtl_exact.py's oracle)."""
     import itertools
 
     k, best = gram.shape[0], (np.inf, None)
@@ -139,7 +140,8 @@ def brute_force_mgda(gram: np.ndarray) -> np.ndarray:
 
 
 def slsqp_cagrad(gram: np.ndarray, c: float) -> np.ndarray:
-    """CAGrad's weights (their rescale) with the inner problem by SLSQP (float64)."""
+    """CAGrad's weights (with the 1 / (1 + c^2) rescale) with the inner problem by SLSQP from
+    6 starts (float64; also tests/test_mtl_exact.py's oracle)."""
     from scipy import optimize
 
     k = gram.shape[0]

@@ -2,21 +2,20 @@
 cases where float32 solvers break: one gradient 1e-2, 1e-3 or 1e-4 times the others, and
 linearly dependent (rank-deficient, duplicated) gradients.
 
-Oracles: MGDA, the minimum-norm point of the hull by brute force over supports (float64);
-CAGrad, scipy's SLSQP on its inner problem from several starts (float64); IMTL-G, equal
+Oracles (the float64 references of benchmarks/mtl_vs_torchjd.py): MGDA, the minimum-norm point
+of the hull by brute force over supports; CAGrad, scipy's SLSQP on its inner problem from
+several starts; IMTL-G, equal
 projections on the unit gradients; UPGrad and DualProj, no conflict and the KKT conditions
 of their box QPs; Nash-MTL, G alpha = 1 / alpha; Aligned-MTL, orthogonal aligned components of
 equal norm; ConFIG, equal cosines; PCGrad, a float64 transcription of its projections.
 """
 
-import itertools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy import optimize
 
+from benchmarks.mtl_vs_torchjd import brute_force_mgda, slsqp_cagrad
 from diffmtl import mtl
 from diffmtl.mtl import qp
 from diffmtl.mtl.methods import pcgrad
@@ -54,59 +53,22 @@ def relative(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
 
 
-def brute_force_min_norm(gram: np.ndarray) -> np.ndarray:
-    """Weights of the min-norm point of the hull: the best feasible affine minimiser over every
-    support (float64; a singular face solved by least squares)."""
-    k, best = gram.shape[0], (np.inf, None)
-    for size in range(1, k + 1):
-        for support in map(list, itertools.combinations(range(k), size)):
-            system = np.zeros((size + 1, size + 1))
-            system[:size, :size] = gram[np.ix_(support, support)]
-            system[:size, size] = system[size, :size] = 1.0
-            solution = np.linalg.lstsq(system, np.eye(size + 1)[size], rcond=None)[0][:size]
-            if np.all(solution >= -1e-12):
-                x = np.zeros(k)
-                x[support] = solution
-                if x @ gram @ x < best[0]:
-                    best = (x @ gram @ x, x)
-    return best[1]
-
-
 @pytest.mark.parametrize("seed, k, case", CASES)
 def test_mgda_is_the_exact_min_norm_point(seed, k, case):
     rows = jacobian(seed, k, case)
-    expected = brute_force_min_norm(rows @ rows.T) @ rows
+    expected = brute_force_mgda(rows @ rows.T) @ rows
     w = weights_of("mgda", rows)
     np.testing.assert_allclose(w.sum(), 1.0, atol=1e-6)
     assert np.all(w >= 0)
     assert relative(w @ rows, expected) <= 1e-5
 
 
-def cagrad_slsqp(rows: np.ndarray, c: float) -> np.ndarray:
-    """CAGrad's update with its inner problem solved by SLSQP (float64, best of 6 starts)."""
-    k = rows.shape[0]
-    gram, b = rows @ rows.T, np.full(k, 1.0 / k)
-    g0_norm = np.sqrt(b @ gram @ b)
-
-    def objective(x):
-        return x @ gram @ b + c * g0_norm * np.sqrt(max(x @ gram @ x, 1e-300))
-
-    starts = [b, *np.random.default_rng(0).dirichlet(np.ones(k), size=5)]
-    constraint = {"type": "eq", "fun": lambda x: x.sum() - 1.0}
-    solutions = [optimize.minimize(objective, x0, method="SLSQP", bounds=[(0, 1)] * k,
-                                   constraints=[constraint], options={"ftol": 1e-15,
-                                                                      "maxiter": 1000})
-                 for x0 in starts]  # fmt: skip
-    x = min(solutions, key=lambda s: s.fun).x
-    weights = (b + c * g0_norm / np.sqrt(x @ gram @ x) * x) / (1 + c**2)
-    return weights @ rows
-
-
 @pytest.mark.parametrize("seed, k, case", [c for c in CASES if c[2] != "duplicate"])
 @pytest.mark.parametrize("c", [0.4, 0.9])
 def test_cagrad_matches_an_exact_float64_solve(seed, k, case, c):
     rows = jacobian(seed, k, case)
-    assert relative(weights_of("cagrad", rows, c=c) @ rows, cagrad_slsqp(rows, c)) <= 1e-5
+    expected = slsqp_cagrad(rows @ rows.T, c) @ rows
+    assert relative(weights_of("cagrad", rows, c=c) @ rows, expected) <= 1e-5
 
 
 @pytest.mark.parametrize("seed, k, case", CASES)

@@ -55,8 +55,10 @@ def cagrad_weights(gram: jax.Array, task_losses: jax.Array | None = None, *, opt
     k = gram.shape[0]
     m = qp.normalised(gram)
     b = jnp.full((k,), 1.0 / k, jnp.float32)
+    if c == 0:  # The mean gradient (and r = 0 would put the hull's points at infinity).
+        return b
     g0_norm = jnp.sqrt(b @ m @ b + EPS)
-    r = jnp.maximum(c * g0_norm, 1e-30)
+    r = c * g0_norm
 
     def norm_at(t):
         x = hull_point_nearest(m, b, t / r)
@@ -72,8 +74,7 @@ def cagrad_weights(gram: jax.Array, task_losses: jax.Array | None = None, *, opt
     low, high = jax.lax.fori_loop(0, BISECTIONS, bisect, (jnp.zeros(()), high))
     x, _ = norm_at(0.5 * (low + high))
     gx_norm = jnp.sqrt(x @ m @ x + EPS)
-    weights = (b + c * g0_norm / gx_norm * x) / (1.0 + c**2)
-    return jnp.where(c > 0, weights, b)
+    return (b + c * g0_norm / gx_norm * x) / (1.0 + c**2)
 
 
 METHOD = base.gram_method(

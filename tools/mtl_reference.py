@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from collections.abc import Callable
 
 from diffmtl import mtl
 from diffmtl.mtl import base
@@ -38,8 +37,7 @@ def _when(record: mtl.Method) -> str:
 
 
 def _module_doc(record: mtl.Method) -> str:
-    constructor: Callable = record.constructor
-    module = sys.modules[record.weights.__module__ if record.weights else constructor.__module__]
+    module = sys.modules[(record.weights or record.constructor).__module__]
     return (module.__doc__ or "").strip()
 
 

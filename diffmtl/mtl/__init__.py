@@ -37,8 +37,6 @@ In diffmtl the tasks are timestep clusters (docs/mtl.md); nothing here knows abo
 
 from __future__ import annotations
 
-import dataclasses
-
 import ml_collections
 
 from diffmtl.errors import UserError
@@ -125,7 +123,7 @@ def default_config() -> ml_collections.ConfigDict:
     # removing its common scale (AdamW follows a changing scale): the scale-vs-method diagnostic.
     cfg.normalize_weights = False
     for name, record in METHODS.items():
-        if dataclasses.fields(record.options):
+        if base.option_fields(record.options):
             cfg[name] = ml_collections.ConfigDict(base.defaults(record.options))
     return cfg
 

@@ -154,7 +154,8 @@ class Method:
       = None, **options) -> [k] (None for loss-based methods);
     loss_weights(state) -> [k] weights w of the losses (logged; the weighted-loss step takes
       the gradient of sum_i w_i L_i);
-    task_grads_on(step, options) -> bool (host side: which compiled step to run);
+    task_grads_on(step, section) -> bool (host side: which compiled step to run; section is
+      config.mtl.<name>, read by attribute like the Options);
     metrics(state) -> dict of scalars for TensorBoard;
     clips_updates: the method clips its output (the chain then adds no clip);
     kind: 'gram' (per-cluster gradients, coefficient space) or 'loss' (one backward pass);
@@ -190,8 +191,10 @@ class Method:
         return checked_boundary(self.constructor(num_tasks, **options), num_tasks)
 
     def needs_task_grads(self, step: int, mtl_config) -> bool:
-        """Whether step `step` runs the per-cluster-gradient step (host side)."""
-        return self.task_grads_on(step, self.parse(mtl_config))
+        """Whether step `step` runs the per-cluster-gradient step (host side, every step: it
+        reads the config section as is, checked once by `check_config` before training)."""
+        section = mtl_config[self.name] if option_fields(self.options) else None
+        return self.task_grads_on(step, section)
 
 
 def checked_boundary(

@@ -42,18 +42,35 @@ class NashMTLState(NamedTuple):
     residual: jax.Array  # [] relative residual of the last solve.
 
 
+@dataclasses.dataclass(frozen=True)
+class Options(base.Options):
+    update_every: int = base.option(
+        25,
+        ">= 1",
+        lambda v: v >= 1,
+        "Solve for alpha every n steps (per-cluster gradients on those steps only; between "
+        "them the step takes the gradient of sum_i alpha_i L_i / k). The ANT release: 25.",
+    )
+    max_norm: float = base.option(
+        1.0, "> 0", lambda v: v > 0, "Clip the update to this global norm (the ANT release: 1)."
+    )
+    num_iterations: int = base.option(
+        30, ">= 1", lambda v: v >= 1, "Damped Newton iterations per solve."
+    )
+    tol: float = base.option(
+        1e-3, "> 0", lambda v: v > 0, "A solve counts as failed (alpha kept) above this residual."
+    )
+
+
 def _phi(gram: jax.Array, a: jax.Array) -> jax.Array:
     return 0.5 * a @ gram @ a - jnp.sum(jnp.log(a))
 
 
 def solve_alpha(
-    gram: jax.Array,
-    alpha0: jax.Array,
-    num_iterations: int = 30,
-    tol: float = 1e-3,
-    max_alpha: float = 1e6,
+    gram: jax.Array, alpha0: jax.Array, options: Options = Options(), max_alpha: float = 1e6
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """alpha > 0 with gram alpha = 1/alpha (solved as beta = sqrt(nf) alpha on M = gram / nf).
+    """alpha > 0 with gram alpha = 1/alpha (solved as beta = sqrt(nf) alpha on M = gram / nf),
+    by options.num_iterations Newton steps, failed above options.tol.
 
     Returns (alpha, ok, relative residual ||M beta - 1/beta|| / ||1/beta||).
     """
@@ -87,9 +104,9 @@ def solve_alpha(
     curvature = direction @ m @ direction
     scale = jnp.where(curvature > 0, jnp.sqrt(k / jnp.where(curvature > 0, curvature, 1.0)), 1.0)
     start = direction * scale
-    beta = jax.lax.fori_loop(0, num_iterations, newton, start)
+    beta = jax.lax.fori_loop(0, options.num_iterations, newton, start)
     residual = jnp.linalg.norm(m @ beta - 1.0 / beta) / jnp.linalg.norm(1.0 / beta)
-    ok = (residual <= tol) & jnp.all(jnp.isfinite(beta)) & (jnp.max(beta) <= max_alpha)
+    ok = (residual <= options.tol) & jnp.all(jnp.isfinite(beta)) & (jnp.max(beta) <= max_alpha)
     return beta / jnp.sqrt(nf), ok, residual
 
 
@@ -97,26 +114,6 @@ def _clip(updates, max_norm: float):
     norm = optax.global_norm(updates)
     scale = jnp.minimum(1.0, max_norm / jnp.maximum(norm, 1e-12))
     return jax.tree.map(lambda u: u * scale, updates)
-
-
-@dataclasses.dataclass(frozen=True)
-class Options(base.Options):
-    update_every: int = base.option(
-        25,
-        ">= 1",
-        lambda v: v >= 1,
-        "Solve for alpha every n steps (per-cluster gradients on those steps only; between "
-        "them the step takes the gradient of sum_i alpha_i L_i / k). The ANT release: 25.",
-    )
-    max_norm: float = base.option(
-        1.0, "> 0", lambda v: v > 0, "Clip the update to this global norm (the ANT release: 1)."
-    )
-    num_iterations: int = base.option(
-        30, ">= 1", lambda v: v >= 1, "Damped Newton iterations per solve."
-    )
-    tol: float = base.option(
-        1e-3, "> 0", lambda v: v > 0, "A solve counts as failed (alpha kept) above this residual."
-    )
 
 
 @base.takes_options(Options)
@@ -130,7 +127,7 @@ def nash_mtl_weights(
     del task_losses
     k = gram.shape[0]
     alpha0 = jnp.ones((k,), jnp.float32) if alpha0 is None else alpha0
-    alpha, ok, _ = solve_alpha(gram, alpha0, options.num_iterations, options.tol)
+    alpha, ok, _ = solve_alpha(gram, alpha0, options)
     return jnp.where(ok, alpha, alpha0) / k
 
 
@@ -142,7 +139,7 @@ def nash_mtl(num_tasks: int, *, options) -> optax.GradientTransformationExtraArg
 
     def weights_fn(gram, task_losses, key, state):
         del task_losses, key
-        alpha, ok, residual = solve_alpha(gram, state.alpha, options.num_iterations, options.tol)
+        alpha, ok, residual = solve_alpha(gram, state.alpha, options)
         alpha = jnp.where(ok, alpha, state.alpha)
         failures = state.num_failures + (~ok).astype(jnp.int32)
         return alpha / num_tasks, NashMTLState(alpha, failures, residual)

@@ -54,6 +54,44 @@ def test_tiny_config_report_matches_the_real_state(method, devices):
     else:
         assert report.task_grads_step is None and report.task_grads_bytes == 0
     assert "compiled for CPU: an estimate only" in report.lines()[0]
+    # Oracle for the sampling step (per device): the model's forward alone on one device's
+    # share of a sampling batch, compiled here, plus the update's elementwise work (< 10%).
+    exp = experiment.build_experiment(config, devices, with_data=False)
+    n = config.sampling.batch_size
+    x = jax.ShapeDtypeStruct((n // len(devices), *exp.example_shape), np.float32)
+    t = jax.ShapeDtypeStruct(x.shape[:1], np.int32)
+    forward = jax.jit(lambda p, x, t: exp.model.apply({"params": p}, x, t, train=False))
+    forward_flops = dry_run._analysis(forward.lower(state.params, x, t).compile())["flops"]
+    assert forward_flops <= report.sampling.flops <= 1.1 * forward_flops
+    assert report.sampling_steps == config.sampling.num_steps
+    assert any(line.startswith(f"sampling step, batch {n}") for line in report.lines())
+
+
+def test_the_evaluation_needs_the_resident_state_plus_the_sampling_peak():
+    """needs_bytes' stated arithmetic on hand-made costs: training = the steps' peak (the
+    compiler's where given), evaluation = the larger step's resident bytes + sampling's peak."""
+    gib = dry_run.GIB
+    weighted = dry_run.StepCost(10 * gib, 4 * gib, 1.0, peak_bytes=9 * gib)
+    per_cluster = dry_run.StepCost(8 * gib, 1 * gib, 1.0)  # resident 7 GiB, no compiler peak
+    sampling = dry_run.StepCost(3 * gib, 2 * gib, 1.0)
+    report = dry_run.DryRunReport("tpu", 4, 10, 4, weighted, per_cluster, 0, sampling=sampling)
+    assert report.needs_bytes() == (9 * gib, 7 * gib + 3 * gib)
+    report = report._replace(sampling=None, topology="v5e:2x2", device_kind="v5e", hbm_gib=9.5)
+    assert report.needs_bytes() == (9 * gib, 0)
+    assert report.lines()[-1] == (
+        "fits in 9.5 GiB of HBM per chip: needs 9.00 GiB (training 9.00, evaluation 0.00)"
+    )
+
+
+def test_rematerialised_instructions_are_counted_from_the_compiled_text():
+    hlo = """
+  %fusion.12 = f32[8]{0} fusion(f32[8]{0} %p), kind=kLoop
+  %fusion.12.remat = f32[8]{0} fusion(f32[8]{0} %p), kind=kLoop
+  %convolution.3.remat2 = f32[8]{0} convolution(%a, %b)
+  ROOT %copy.remat.1 = f32[8]{0} copy(%fusion.12.remat)
+  %add = f32[8]{0} add(%fusion.12.remat, %convolution.3.remat2)
+"""
+    assert len(dry_run._REMAT.findall(hlo)) == 3
 
 
 def _load(path):

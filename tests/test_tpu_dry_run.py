@@ -23,6 +23,14 @@ def test_topology_names_and_their_errors():
             tpu_topology.parse(bad)
 
 
+def test_the_roofline_bound_is_the_slower_of_compute_and_memory_traffic():
+    # v5e: 197 bf16 TFLOP/s and 819 GB/s per chip, so one second of each at the peak.
+    assert tpu_topology.roofline_seconds("v5e:2x4", 197e12, 0.0) == pytest.approx(1.0)
+    assert tpu_topology.roofline_seconds("v5e:2x4", 0.0, 819e9) == pytest.approx(1.0)
+    assert tpu_topology.roofline_seconds("v5p:2x2x2", 459e12, 2 * 2765e9) == pytest.approx(2.0)
+    assert set(tpu_topology.PEAK_TFLOPS) == set(tpu_topology.HBM_GBPS) == set(tpu_topology.HBM_GIB)
+
+
 def test_without_libtpu_one_line_names_the_extra(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(UserError, match=r"needs libtpu .*diffmtl\[tpu-dryrun\]"):
@@ -45,3 +53,5 @@ def test_the_tiny_config_compiles_for_a_v5e_slice():
     step = next(line for line in lines if line.startswith("weighted-loss step"))
     assert "compiler's peak" in step and "code" in step
     assert any(line.startswith("fits in 16 GiB of HBM per chip") for line in lines)
+    assert any(line.startswith("sampling step, batch") for line in lines)
+    assert sum("per step on TPU v5 lite (roofline bound)" in line for line in lines) == 2

@@ -8,20 +8,26 @@ OUT=${1:-workdirs/tpu_table}
 mkdir -p "$OUT"
 export GLIBC_TUNABLES=glibc.malloc.hugetlb=1 JAX_PLATFORMS=cpu PYTHONPATH=${LIBTPU_SITE:-/tmp/libtpu_site}
 while read config topology extra; do
-  name=$(basename $config .py)_${topology//:/_}
+  name=$(basename $config .py)_${topology//:/_}$(echo "$extra" | grep -o 'DiT-[SBLX]*' | tr -d -)
   [ "$(cat "$OUT/$name.done" 2>/dev/null)" = 0 ] && continue
   /usr/bin/time -v timeout 1500 taskset -c 1 nice -n 10 .venv/bin/python main.py --config=$config --dry_run \
     --topology=$topology $extra > $OUT/$name.log 2>&1
   echo $? > $OUT/$name.done
 done <<'LIST'
+configs/imagenet256_dit.py v5p:2x2x2 --config.model.variant=DiT-S/2
+configs/imagenet256_dit.py v5e:2x4 --config.model.variant=DiT-XL/2
+configs/imagenet256_dit.py v5p:2x2x2 --config.model.variant=DiT-XL/2
+configs/imagenet256_dit.py v5e:2x4 --config.model.variant=DiT-S/2
+configs/ffhq.py v5p:2x2x2
+configs/ffhq_ldm.py v5p:2x2x2
+configs/ffhq_ldm.py v5e:2x4
+configs/ffhq.py v5e:2x4
+configs/imagenet256_dit.py v5p:2x2x2
+configs/imagenet256_dit.py v5e:2x4
+configs/celebahq_ldm.py v5p:2x2x2
+configs/imagenet256_dit.py v5p:2x2x4 --config.model.variant=DiT-XL/2 --config.train.batch_size=240
+configs/imagenet256_dit.py v4:2x2x4 --config.model.variant=DiT-XL/2 --config.train.batch_size=240
 configs/fashion_mnist_dit.py v5e:2x2 --config.train.batch_size=100
 configs/fashion_mnist.py v5e:2x2 --config.train.batch_size=100
 configs/fashion_mnist_latent_dit.py v5e:2x2 --config.train.batch_size=100
-configs/ffhq.py v5p:2x2x2
-configs/imagenet256_dit.py v5e:2x4
-configs/imagenet256_dit.py v5p:2x2x2
-configs/celebahq.py v5p:2x2x2
-configs/ffhq_ldm.py v5p:2x2x2
-configs/celebahq_ldm.py v5p:2x2x2
-configs/ffhq.py v5e:2x4
 LIST

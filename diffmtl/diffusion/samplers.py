@@ -97,6 +97,8 @@ def make_sampler(
     num_classes: int = 0,
 ) -> Callable[[object, int, np.ndarray], jax.Array]:
     """Returns sample(params, seed, indices [n]) -> x0 [n, H, W, C] in [-1, 1], batch-sharded.
+    sample.reverse_step(params, x, keys, labels, i) is its one jitted program (x_{s_i} ->
+    x_{s_{i-1}}, run num_steps times), exposed so that a dry run can compile it without data.
 
     n must be divisible by the mesh's batch shards; the samples are those numbered `indices`.
     learned_variance: ancestral steps with the model's variance (needs [eps, v]; eta is then 1).
@@ -145,6 +147,7 @@ def make_sampler(
             x = reverse_step(params, x, keys, labels, i)
         return x
 
+    sample.reverse_step = reverse_step
     return sample
 
 

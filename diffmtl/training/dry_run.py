@@ -7,15 +7,19 @@ abstract inputs (jax.ShapeDtypeStruct with the training shardings) and compiles 
 devices at hand. Reports the parameter count, the compiled executable's per-device memory
 (arguments + outputs - donated aliases + temporaries) and FLOPs per step per device (XLA's
 cost analysis is per device), for the step with and without per-cluster gradients when the
-MTL method uses them. On a CPU host the figures are those of a CPU compilation: an estimate of
-what an accelerator's compiler will do, and the report says so. XLA's cost analysis counts the
-body of a loop once, so with train.microbatch_loop='scan' the FLOPs come from a second
-compilation of the same step unrolled (the memory stays that of the scan).
+MTL method uses them, and one reverse step of the evaluation's sampler (plus, for latents,
+the decode of a sampling batch). On a CPU host the figures are those of a CPU compilation: an
+estimate of what an accelerator's compiler will do, and the report says so. XLA's cost
+analysis counts the body of a loop once, so with train.microbatch_loop='scan' the FLOPs come
+from a second compilation of the same step unrolled (the memory stays that of the scan).
+With --topology the TPU compiler compiles for a slice (tpu_topology.py) and the report adds
+its peak, generated code, rematerialised instructions and a roofline bound on the step time.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from typing import NamedTuple
 
 import jax
@@ -26,6 +30,7 @@ from diffmtl import autoencoder, sharding
 from diffmtl.autoencoder import codec as codec_lib
 from diffmtl.clustering import from_config as clustering_from_config
 from diffmtl.errors import UserError
+from diffmtl.evaluation import evaluator
 from diffmtl.training import experiment, tpu_topology
 
 GIB = 2**30
@@ -40,6 +45,14 @@ class StepCost(NamedTuple):
     flops: float
     peak_bytes: int = 0  # the compiler's own peak, where it reports one (TPU)
     code_bytes: int = 0  # generated code, resident in device memory on an accelerator
+    bytes_accessed: float = 0.0  # XLA's count of memory traffic (same loop caveat as flops)
+    optimal_seconds: float = 0.0  # the compiler's own time estimate, where it gives one (> 0)
+    remat: int = 0  # instructions the TPU compiler rematerialised to fit (recompute)
+
+    @property
+    def resident_bytes(self) -> int:
+        """What stays in memory between steps: arguments + outputs - aliases (state, batch)."""
+        return self.memory_bytes - self.temp_bytes
 
 
 class DryRunReport(NamedTuple):
@@ -52,6 +65,8 @@ class DryRunReport(NamedTuple):
     task_grads_bytes: int  # k x parameter gradients in mtl.grad_dtype (0 if unused)
     decode: StepCost | None = None  # latents: decoding one sampling batch (evaluation only)
     decode_batch: int = 0  # its global batch (sampling.batch_size)
+    sampling: StepCost | None = None  # one reverse step of the sampler (evaluation)
+    sampling_steps: int = 0  # sampling.num_steps: how often a sampling batch runs it
     note: str = ""  # e.g. placeholder intervals in place of a missing TAS file
     topology: str = ""  # a TPU topology compiled for (--topology), else ''
     device_kind: str = ""
@@ -60,6 +75,28 @@ class DryRunReport(NamedTuple):
     @property
     def peak_bytes(self) -> int:
         return max(s.memory_bytes for s in (self.weighted_step, self.task_grads_step) if s)
+
+    @property
+    def training_steps(self) -> list[StepCost]:
+        return [s for s in (self.weighted_step, self.task_grads_step) if s]
+
+    def needs_bytes(self) -> tuple[int, int]:
+        """(training, evaluation) per device: the training steps' peak (the compiler's where it
+        gives one), and the training state left resident while sampling plus the sampling
+        step's own peak (evaluation runs between steps; the state is not freed)."""
+        train = max(s.peak_bytes or s.memory_bytes for s in self.training_steps)
+        if not self.sampling:
+            return train, 0
+        resident = max(s.resident_bytes for s in self.training_steps)
+        return train, resident + (self.sampling.peak_bytes or self.sampling.memory_bytes)
+
+    def _time_line(self, cost: StepCost) -> str:
+        """Roofline lower bound on the topology's chips, and the compiler's estimate if any."""
+        bound = tpu_topology.roofline_seconds(self.topology, cost.flops, cost.bytes_accessed)
+        line = f"  >= {bound * 1e3:.3g} ms per step on {self.device_kind} (roofline bound)"
+        if cost.optimal_seconds > 0:
+            line += f"; the compiler's estimate {cost.optimal_seconds * 1e3:.3g} ms"
+        return line
 
     def lines(self) -> list[str]:
         estimate = "" if self.backend != "cpu" else " (compiled for CPU: an estimate only)"
@@ -70,22 +107,32 @@ class DryRunReport(NamedTuple):
             f"parameters: {self.num_params:,}",
             f"batch per device: {self.per_device_batch}",
         ]
-        if self.weighted_step:
-            out.append(_step_line("weighted-loss step", self.weighted_step))
-        if self.task_grads_step:
-            out.append(_step_line("per-cluster-gradient step", self.task_grads_step))
-            out.append(f"per-cluster gradients [k, ...]: {self.task_grads_bytes / GIB:.3f} GiB")
-        if self.decode:
-            out.append(
-                _step_line(f"decode of {self.decode_batch} samples (evaluation)", self.decode)
-            )
+        steps = [
+            ("weighted-loss step", self.weighted_step),
+            ("per-cluster-gradient step", self.task_grads_step),
+            (f"sampling step, batch {self.decode_batch} (evaluation, x{self.sampling_steps})",
+             self.sampling),
+            (f"decode of {self.decode_batch} samples (evaluation)", self.decode),
+        ]  # fmt: skip
+        for name, cost in steps:
+            if not cost:
+                continue
+            out.append(_step_line(name, cost))
+            if self.topology:
+                out.append(self._time_line(cost))
+            if cost is self.task_grads_step:
+                grads = self.task_grads_bytes / GIB
+                out.append(f"per-cluster gradients [k, ...]: {grads:.3f} GiB")
         if self.note:
             out.append(f"note: {self.note}")
         if self.hbm_gib:
-            need = max(s.peak_bytes or s.memory_bytes for s in (self.weighted_step,
-                       self.task_grads_step) if s) / GIB  # fmt: skip
+            train, evaluation = (b / GIB for b in self.needs_bytes())
+            need = max(train, evaluation)
             verdict = "fits" if need <= self.hbm_gib else "does NOT fit"
-            out.append(f"{verdict} in {self.hbm_gib:g} GiB of HBM per chip: needs {need:.2f} GiB")
+            out.append(
+                f"{verdict} in {self.hbm_gib:g} GiB of HBM per chip: needs {need:.2f} GiB "
+                f"(training {train:.2f}, evaluation {evaluation:.2f})"
+            )
         return out
 
 
@@ -95,17 +142,23 @@ def _step_line(name: str, cost: StepCost) -> str:
         extra += f", compiler's peak {cost.peak_bytes / GIB:.3f} GiB"
     if cost.code_bytes:
         extra += f", code {cost.code_bytes / 2**20:.1f} MiB"
+    if cost.remat:
+        extra += f", {cost.remat} rematerialised instructions"
+    traffic = f", {cost.bytes_accessed / 1e9:.2f} GB accessed" if cost.bytes_accessed else ""
     return (
         f"{name}: {cost.memory_bytes / GIB:.3f} GiB per device "
-        f"({cost.temp_bytes / GIB:.3f} GiB temporaries{extra}), {cost.flops / 1e9:.2f} GFLOPs "
-        "per device"
+        f"({cost.temp_bytes / GIB:.3f} GiB temporaries{extra}), {cost.flops / 1e9:.2f} GFLOPs"
+        f"{traffic} per device"
     )
 
 
-def _flops(compiled) -> float:
+def _analysis(compiled) -> dict:
     analysis = compiled.cost_analysis()
-    analysis = analysis[0] if isinstance(analysis, list | tuple) else analysis
-    return float(analysis.get("flops", 0.0))
+    return dict((analysis[0] if isinstance(analysis, list | tuple) else analysis) or {})
+
+
+# An instruction the rematerialisation pass cloned: "%name.remat = ..." or "name.remat2 = ...".
+_REMAT = re.compile(r"^\s*(?:ROOT )?%?[\w.\-]*\.remat\d*[\w.\-]* = ", re.M)
 
 
 def _decode_cost(config, mesh) -> StepCost:
@@ -128,17 +181,22 @@ def _decode_cost(config, mesh) -> StepCost:
     return _compiled_cost(codec.decode_fn, params, z)
 
 
-def _compiled_cost(step, state, batch, flops_step=None) -> StepCost:
-    """Memory of `step`; FLOPs of `flops_step` (the same step with its loops unrolled) if given."""
+def _compiled_cost(step, *args, flops_step=None) -> StepCost:
+    """Memory of `step` on `args`; FLOPs and bytes of `flops_step` (the same step with its loops
+    unrolled) if given. On TPU also the rematerialised instructions (the compiler recomputes to
+    fit the chip's HBM; their cost shows in FLOPs, not in memory)."""
     try:
-        compiled = step.lower(state, batch).compile()
+        compiled = step.lower(*args).compile()
     except Exception as e:  # the TPU compiler refuses a program that does not fit
         if "RESOURCE_EXHAUSTED" not in str(e):
             raise
         detail = next((ln for ln in str(e).splitlines() if "exceeds" in ln), str(e)[:200])
         raise UserError(f"does not fit on the chip: {detail.strip()}") from e
     memory = compiled.memory_analysis()
-    flops = _flops(compiled if flops_step is None else flops_step.lower(state, batch).compile())
+    counted = compiled if flops_step is None else flops_step.lower(*args).compile()
+    analysis = _analysis(counted)
+    tpu = _platform(compiled) == "tpu"
+    remat = len(_REMAT.findall(compiled.as_text())) if tpu else 0
     total = (
         memory.argument_size_in_bytes
         + memory.output_size_in_bytes
@@ -147,7 +205,37 @@ def _compiled_cost(step, state, batch, flops_step=None) -> StepCost:
     )
     peak = int(getattr(memory, "peak_memory_in_bytes", 0) or 0)
     code = int(getattr(memory, "generated_code_size_in_bytes", 0) or 0)
-    return StepCost(int(total), int(memory.temp_size_in_bytes), flops, peak, code)
+    return StepCost(
+        int(total),
+        int(memory.temp_size_in_bytes),
+        float(analysis.get("flops", 0.0)),
+        peak,
+        code,
+        float(analysis.get("bytes accessed", 0.0)),
+        max(float(analysis.get("optimal_seconds", 0.0)), 0.0),  # -1: no estimate
+        remat,
+    )
+
+
+def _platform(compiled) -> str:
+    leaves = jax.tree.leaves(compiled.input_shardings)
+    return next(iter(leaves[0].device_set)).platform if leaves else ""
+
+
+def _sampling_cost(config, exp, params) -> StepCost:
+    """One reverse step of the evaluation's sampler on a sampling batch (per device): the
+    model's forward (twice the batch under classifier-free guidance) and the update."""
+    sample = evaluator.experiment_sampler(config, exp)
+    spec = sharding.batch_sharding(exp.mesh, 0)
+    n = config.sampling.batch_size
+    key = jax.eval_shape(lambda: jax.random.PRNGKey(0))
+    x = jax.ShapeDtypeStruct((n, *exp.example_shape), jnp.float32, sharding=spec)
+    keys = jax.ShapeDtypeStruct((n, *key.shape), key.dtype, sharding=spec)
+    labels = None
+    if config.data.num_classes:
+        labels = jax.ShapeDtypeStruct((n,), jnp.int32, sharding=spec)
+    i = jax.ShapeDtypeStruct((), jnp.int32)
+    return _compiled_cost(sample.reverse_step, params, x, keys, labels, i)
 
 
 def _unrolled_steps(config, devices, layout, used) -> dict:
@@ -199,9 +287,10 @@ def used_steps(config, exp: experiment.Experiment) -> set[bool]:
     return {exp.method.needs_task_grads(s, config.mtl) for s in range(STEPS_PROBED)}
 
 
-def dry_run(config, devices=None, topology: str = "") -> DryRunReport:
+def dry_run(config, devices=None, topology: str = "", sampling: bool = True) -> DryRunReport:
     """Compiles the config's steps on abstract inputs and measures them; no data is read.
-    topology: a TPU slice's name (tpu_topology.py): compile for its chips instead."""
+    topology: a TPU slice's name (tpu_topology.py): compile for its chips instead.
+    sampling: also the evaluation's sampling step (tests of the training steps skip it)."""
     if topology:
         devices = tpu_topology.devices(topology)
     exp = experiment.build_experiment(config, devices, with_data=False)
@@ -210,7 +299,9 @@ def dry_run(config, devices=None, topology: str = "") -> DryRunReport:
     num_params = sum(math.prod(p.shape) for p in jax.tree.leaves(state.params))
     used = used_steps(config, exp)
     unrolled = _unrolled_steps(config, devices, exp.layout, used)
-    cost = {f: _compiled_cost(exp.train_step[f], state, batch, unrolled.get(f)) for f in used}
+    cost = {
+        f: _compiled_cost(exp.train_step[f], state, batch, flops_step=unrolled.get(f)) for f in used
+    }
     grad_bytes = np.dtype(config.mtl.grad_dtype).itemsize
     first = exp.mesh.devices.flat[0]
     return DryRunReport(
@@ -223,6 +314,8 @@ def dry_run(config, devices=None, topology: str = "") -> DryRunReport:
         task_grads_bytes=k * num_params * grad_bytes if True in used else 0,
         decode=_decode_cost(config, exp.mesh) if config.data.name == "latents" else None,
         decode_batch=config.sampling.batch_size,
+        sampling=_sampling_cost(config, exp, state.ema_params) if sampling else None,
+        sampling_steps=config.sampling.num_steps,
         note=clustering_from_config.placeholder_reason(config),
         topology=topology,
         device_kind=first.device_kind if topology else "",

@@ -14,12 +14,18 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 
 from diffmtl.errors import UserError
 
 # HBM per chip, GiB (Google Cloud's TPU documentation, "TPU versions": v4 32 GiB, v5e 16 GiB,
 # v5p 95 GiB, v6e 32 GiB).
 HBM_GIB = {"v4": 32.0, "v5e": 16.0, "v5p": 95.0, "v6e": 32.0}
+# Peak bf16 TFLOP/s and HBM GB/s per chip (the same pages: v4 275 and 1,200; v5e 197 and 819;
+# v5p 459 and 2,765; v6e 918 and 1,640). jnp matmuls and convolutions in float32 run at the
+# bf16 rate on TPU at jax's default precision, so the bf16 peak is the one that applies.
+PEAK_TFLOPS = {"v4": 275.0, "v5e": 197.0, "v5p": 459.0, "v6e": 918.0}
+HBM_GBPS = {"v4": 1200.0, "v5e": 819.0, "v5p": 2765.0, "v6e": 1640.0}
 NAMES = "v4:AxBxC (megacore), v5e:AxB, v5p:AxBxC, v6e:AxB; e.g. v5e:2x4 = v5e-8, v5p:2x2x4 = v5p-32"
 INSTALL = "pip install 'diffmtl[tpu-dryrun]' (libtpu for this jax; Linux x86-64 only)"
 
@@ -44,6 +50,9 @@ def devices(name: str) -> list:
         raise UserError(f"--topology needs libtpu to compile for a TPU: {INSTALL}")
     from jax.experimental import topologies
 
+    # libtpu locks /tmp/libtpu_lockfile so that two processes never drive one TPU; compile-only
+    # devices drive none, and without this a second dry run on the host fails (ABORTED).
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     kwargs = {}
     if generation == "v4":
         kwargs["chip_config_name"] = "megacore"
@@ -62,3 +71,12 @@ def devices(name: str) -> list:
 
 def hbm_gib(name: str) -> float:
     return HBM_GIB[parse(name)[0]]
+
+
+def roofline_seconds(name: str, flops: float, bytes_accessed: float) -> float:
+    """A lower bound on one chip's time for a program: max(FLOPs at the peak, bytes at the HBM
+    bandwidth). Not a prediction: it ignores collectives, launch costs and the overlap the
+    compiler schedules (its own optimal_seconds, where given, is the better estimate)."""
+    generation = parse(name)[0]
+    compute = flops / (PEAK_TFLOPS[generation] * 1e12)
+    return max(compute, bytes_accessed / (HBM_GBPS[generation] * 1e9))

@@ -9,6 +9,7 @@
   python main.py --mode=ntg --config=configs/fashion_mnist.py --workdir=/tmp/ntg
   python main.py --config=configs/fashion_mnist.py --dry_run --device_memory_gb=16
   JAX_PLATFORMS=cpu python main.py --config=configs/imagenet256_dit.py --dry_run --topology=v5e:2x4
+  JAX_PLATFORMS=cpu python main.py --config=configs/ffhq.py --dry_run --topology=h100:8
   python main.py --config=configs/ffhq.py --workdir=gs://bucket/ffhq --multihost  # every host
 
 Mistakes in the config or data end in one line on stderr and exit status 2.
@@ -41,8 +42,8 @@ flags.DEFINE_float(
 flags.DEFINE_string(
     "topology",
     "",
-    "With --dry_run: compile for this TPU slice with the TPU compiler (needs libtpu; run with "
-    "JAX_PLATFORMS=cpu), e.g. v5e:2x4, v5p:2x2x2, v4:2x2x4 (docs/scaling.md).",
+    "With --dry_run: compile for this TPU slice or GPU target without it (needs libtpu or jax's "
+    "CUDA plugin; run with JAX_PLATFORMS=cpu), e.g. v5e:2x4, v5p:2x2x2, h100:8 (docs/scaling.md).",
 )
 flags.DEFINE_bool(
     "multihost",

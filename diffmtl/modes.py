@@ -52,8 +52,8 @@ def train_mode(config, workdir: str) -> str:
 
 
 def dry_run(config, device_memory_gb: float, topology: str = "") -> str:
-    """Compiles the config's step without data (for a TPU `topology` if given); the report, or
-    UserError if it cannot fit."""
+    """Compiles the config's step without data (for a TPU or GPU `topology` if given); the
+    report, or UserError if it cannot fit."""
     report = dry_run_lib.dry_run(config, topology=topology)
     text = "\n".join(report.lines())
     print(text)

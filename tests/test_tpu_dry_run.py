@@ -17,7 +17,7 @@ from main_runs import ROOT, config_flags
 def test_topology_names_and_their_errors():
     assert tpu_topology.parse("v5e:2x4") == ("v5e", (2, 4))
     assert tpu_topology.parse("v5p:2x2x4") == ("v5p", (2, 2, 4))
-    assert tpu_topology.hbm_gib("v4:2x2x4") == 32.0
+    assert tpu_topology.usable_gib("v4:2x2x4") == 32.0
     for bad in ("v5litepod-8", "v5e:2x2x2", "v5p:2x4", "v9:2x2", "v5e:0x2", "v5e"):
         with pytest.raises(UserError, match="is not a TPU topology name: use v4:AxBxC"):
             tpu_topology.parse(bad)

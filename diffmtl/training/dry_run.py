@@ -13,7 +13,8 @@ estimate of what an accelerator's compiler will do, and the report says so. XLA'
 analysis counts the body of a loop once, so with train.microbatch_loop='scan' the FLOPs come
 from a second compilation of the same step unrolled (the memory stays that of the scan).
 With --topology the TPU compiler compiles for a slice (tpu_topology.py) and the report adds
-its peak, generated code, rematerialised instructions and a roofline bound on the step time.
+its peak, generated code, rematerialised instructions and a roofline bound on the step time;
+or XLA's GPU compiler for an H100 / H200 target without the GPU (gpu_topology.py: memory).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from diffmtl.autoencoder import codec as codec_lib
 from diffmtl.clustering import from_config as clustering_from_config
 from diffmtl.errors import UserError
 from diffmtl.evaluation import evaluator
-from diffmtl.training import experiment, tpu_topology
+from diffmtl.training import experiment, gpu_topology, tpu_topology
 
 GIB = 2**30
 STEPS_PROBED = 1000  # Steps whose needs_task_grads decide which compiled steps are measured.
@@ -68,9 +69,9 @@ class DryRunReport(NamedTuple):
     sampling: StepCost | None = None  # one reverse step of the sampler (evaluation)
     sampling_steps: int = 0  # sampling.num_steps: how often a sampling batch runs it
     note: str = ""  # e.g. placeholder intervals in place of a missing TAS file
-    topology: str = ""  # a TPU topology compiled for (--topology), else ''
+    topology: str = ""  # a TPU slice or GPU target compiled for (--topology), else ''
     device_kind: str = ""
-    hbm_gib: float = 0.0  # per chip, for the fit line (TPU topologies)
+    hbm_gib: float = 0.0  # per chip (TPU) or what jax may allocate per GPU, for the fit line
 
     @property
     def peak_bytes(self) -> int:
@@ -100,8 +101,13 @@ class DryRunReport(NamedTuple):
 
     def lines(self) -> list[str]:
         estimate = "" if self.backend != "cpu" else " (compiled for CPU: an estimate only)"
-        if self.topology:
+        if self.topology and self.backend == "tpu":
             estimate = f" ({self.topology}, {self.device_kind}: the TPU compiler's own figures)"
+        elif self.topology:
+            estimate = (
+                f" ({self.topology}, {self.device_kind}: XLA's GPU compiler without a device;"
+                " memory only, not autotuned)"
+            )
         out = [
             f"backend: {self.backend} x {self.num_devices} devices{estimate}",
             f"parameters: {self.num_params:,}",
@@ -118,7 +124,7 @@ class DryRunReport(NamedTuple):
             if not cost:
                 continue
             out.append(_step_line(name, cost))
-            if self.topology:
+            if self.topology and cost.flops:
                 out.append(self._time_line(cost))
             if cost is self.task_grads_step:
                 grads = self.task_grads_bytes / GIB
@@ -129,8 +135,11 @@ class DryRunReport(NamedTuple):
             train, evaluation = (b / GIB for b in self.needs_bytes())
             need = max(train, evaluation)
             verdict = "fits" if need <= self.hbm_gib else "does NOT fit"
+            where = "of HBM per chip"
+            if self.backend != "tpu":
+                where = f"per GPU (jax's share, {gpu_topology.MEM_FRACTION_VARIABLE})"
             out.append(
-                f"{verdict} in {self.hbm_gib:g} GiB of HBM per chip: needs {need:.2f} GiB "
+                f"{verdict} in {self.hbm_gib:.3g} GiB {where}: needs {need:.2f} GiB "
                 f"(training {train:.2f}, evaluation {evaluation:.2f})"
             )
         return out
@@ -144,11 +153,13 @@ def _step_line(name: str, cost: StepCost) -> str:
         extra += f", code {cost.code_bytes / 2**20:.1f} MiB"
     if cost.remat:
         extra += f", {cost.remat} rematerialised instructions"
-    traffic = f", {cost.bytes_accessed / 1e9:.2f} GB accessed" if cost.bytes_accessed else ""
+    work = f", {cost.flops / 1e9:.2f} GFLOPs" if cost.flops else ", no FLOP count from XLA"
+    if cost.bytes_accessed:
+        work += f", {cost.bytes_accessed / 1e9:.2f} GB accessed"
     return (
         f"{name}: {cost.memory_bytes / GIB:.3f} GiB per device "
-        f"({cost.temp_bytes / GIB:.3f} GiB temporaries{extra}), {cost.flops / 1e9:.2f} GFLOPs"
-        f"{traffic} per device"
+        f"({cost.temp_bytes / GIB:.3f} GiB temporaries{extra}){work}"
+        + (" per device" if cost.flops else "")
     )
 
 
@@ -289,10 +300,12 @@ def used_steps(config, exp: experiment.Experiment) -> set[bool]:
 
 def dry_run(config, devices=None, topology: str = "", sampling: bool = True) -> DryRunReport:
     """Compiles the config's steps on abstract inputs and measures them; no data is read.
-    topology: a TPU slice's name (tpu_topology.py): compile for its chips instead.
+    topology: a TPU slice's (tpu_topology.py) or GPU target's (gpu_topology.py) name: compile
+    for its compile-only devices instead.
     sampling: also the evaluation's sampling step (tests of the training steps skip it)."""
+    target = gpu_topology if gpu_topology.is_gpu(topology) else tpu_topology
     if topology:
-        devices = tpu_topology.devices(topology)
+        devices = target.devices(topology)
     exp = experiment.build_experiment(config, devices, with_data=False)
     state, batch = abstract_inputs(config, exp)
     k = exp.layout[1]
@@ -319,7 +332,7 @@ def dry_run(config, devices=None, topology: str = "", sampling: bool = True) -> 
         note=clustering_from_config.placeholder_reason(config),
         topology=topology,
         device_kind=first.device_kind if topology else "",
-        hbm_gib=tpu_topology.hbm_gib(topology) if topology else 0.0,
+        hbm_gib=target.usable_gib(topology) if topology else 0.0,
     )
 
 

@@ -26,7 +26,10 @@ HBM_GIB = {"v4": 32.0, "v5e": 16.0, "v5p": 95.0, "v6e": 32.0}
 # bf16 rate on TPU at jax's default precision, so the bf16 peak is the one that applies.
 PEAK_TFLOPS = {"v4": 275.0, "v5e": 197.0, "v5p": 459.0, "v6e": 918.0}
 HBM_GBPS = {"v4": 1200.0, "v5e": 819.0, "v5p": 2765.0, "v6e": 1640.0}
-NAMES = "v4:AxBxC (megacore), v5e:AxB, v5p:AxBxC, v6e:AxB; e.g. v5e:2x4 = v5e-8, v5p:2x2x4 = v5p-32"
+NAMES = (
+    "v4:AxBxC (megacore), v5e:AxB, v5p:AxBxC, v6e:AxB; e.g. v5e:2x4 = v5e-8, v5p:2x2x4 = v5p-32"
+    " (or a GPU target: h100:N, h200:N)"
+)
 INSTALL = "pip install 'diffmtl[tpu-dryrun]' (libtpu for this jax; Linux x86-64 only)"
 
 
@@ -69,7 +72,8 @@ def devices(name: str) -> list:
     return found
 
 
-def hbm_gib(name: str) -> float:
+def usable_gib(name: str) -> float:
+    """HBM per chip (GiB): a TPU program may use all of it."""
     return HBM_GIB[parse(name)[0]]
 
 

@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # 2.3x faster with it; README, Efficiency). Read when a process starts; a value of yours is kept.
 export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 
-.PHONY: setup data demo test test-fast lint bench
+.PHONY: setup data demo test test-fast lint bench aot
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,19 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(VENV)/bin/pip install -q -r requirements.txt
 	$(VENV)/bin/pip install -q --no-deps -e .
 	touch $@
+
+# The TPU and GPU compilers for dry runs without the hardware (--topology, docs/scaling.md): the
+# extras tpu-dryrun and gpu-dryrun of pyproject.toml (400 MB of wheels, 1.2 GB installed), kept
+# out of the venv's site-packages so that only the processes that ask for them load them.
+AOT := $(VENV)/aot
+$(AOT)/.installed: pyproject.toml | $(VENV)/.installed
+	$(PY) -c "import subprocess, sys, tomllib; \
+	  extras = tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']; \
+	  wanted = extras['tpu-dryrun'] + extras['gpu-dryrun']; \
+	  subprocess.check_call([sys.executable, '-m', 'pip', 'install', '-q', '--target', '$(AOT)', *wanted])"
+	touch $@
+
+aot: $(AOT)/.installed
 
 $(DATA_DIR)/train-images-idx3-ubyte.gz:
 	$(SUDO) apt-get update -q

@@ -213,3 +213,19 @@ def test_gradient_clusters_dry_run_on_placeholder_intervals_without_their_tas_fi
         clustering_from_config.cluster_boundaries(config)
     np.save(tmp_path / "not_yet.npy", np.eye(1000, dtype=np.float32))
     assert clustering_from_config.placeholder_reason(config) == ""
+
+
+def test_a_program_the_compiler_refuses_ends_in_one_line_with_the_chip_and_the_shortfall():
+    refusal = (
+        "RESOURCE_EXHAUSTED: XLA:TPU compile permanent error. Ran out of memory in memory space "
+        "hbm. Used 19.40G of 15.75G hbm.\nRan out of memory on HBM, the total memory required "
+        "for HLO temporaries (19.40G) exceeds available HBM (15.75G).\n"
+    )
+    assert dry_run.does_not_fit(refusal, "TPU v5 lite") == (
+        "does not fit on TPU v5 lite: needs 19.40 GiB of 15.75 GiB (3.65 GiB over); "
+        + dry_run.FIXES
+    )
+    other = "RESOURCE_EXHAUSTED: program exceeds the chip's scoped memory\nmore"
+    assert dry_run.does_not_fit(other, "TPU v5").startswith(
+        "does not fit on TPU v5: RESOURCE_EXHAUSTED: program exceeds"
+    )

@@ -1,9 +1,8 @@
 """Dry runs for a TPU slice from a CPU host (--topology): names and their one-line errors, the
-missing-libtpu line, and (where libtpu is installed) the tiny config compiled by the TPU
-compiler for a v5e:2x2 slice through main.py."""
+missing-libtpu line, the roofline arithmetic, and (where libtpu is installed: `make aot`, as CI
+does) the tiny config compiled by the TPU compiler for a v5e:2x2 slice through main.py."""
 
 import importlib.util
-import os
 import subprocess
 import sys
 
@@ -11,7 +10,7 @@ import pytest
 
 from diffmtl.errors import UserError
 from diffmtl.training import tpu_topology
-from main_runs import ROOT, config_flags
+from main_runs import ROOT, aot_env, aot_has, config_flags
 
 
 def test_topology_names_and_their_errors():
@@ -39,11 +38,10 @@ def test_without_libtpu_one_line_names_the_extra(monkeypatch):
 
 @pytest.mark.slow
 def test_the_tiny_config_compiles_for_a_v5e_slice():
-    if importlib.util.find_spec("libtpu") is None:
-        pytest.skip("libtpu is not installed (pip install 'diffmtl[tpu-dryrun]')")
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    if not aot_has("libtpu"):
+        pytest.skip("libtpu is not installed (make aot, or pip install 'diffmtl[tpu-dryrun]')")
     command = [sys.executable, "main.py", *config_flags(), "--dry_run", "--topology=v5e:2x2"]
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    result = subprocess.run(command, cwd=ROOT, env=aot_env(), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     assert (

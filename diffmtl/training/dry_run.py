@@ -201,8 +201,7 @@ def _compiled_cost(step, *args, flops_step=None) -> StepCost:
     except Exception as e:  # the TPU compiler refuses a program that does not fit
         if "RESOURCE_EXHAUSTED" not in str(e):
             raise
-        detail = next((ln for ln in str(e).splitlines() if "exceeds" in ln), str(e)[:200])
-        raise UserError(f"does not fit on the chip: {detail.strip()}") from e
+        raise UserError(does_not_fit(str(e), _device_kind(args))) from e
     memory = compiled.memory_analysis()
     counted = compiled if flops_step is None else flops_step.lower(*args).compile()
     analysis = _analysis(counted)
@@ -226,6 +225,34 @@ def _compiled_cost(step, *args, flops_step=None) -> StepCost:
         max(float(analysis.get("optimal_seconds", 0.0)), 0.0),  # -1: no estimate
         remat,
     )
+
+
+# The TPU compiler's refusal: "... HLO temporaries (19.40G) exceeds available HBM (15.75G)".
+_EXCEEDS = re.compile(
+    r"(HLO temporaries|memory required[^(]*)\(([\d.]+)G\) exceeds available HBM \(([\d.]+)G\)"
+)
+FIXES = (
+    "lower train.batch_size, raise train.num_microbatches, shard with mesh.fsdp, or track "
+    "fewer train.ema_profiles"
+)
+
+
+def does_not_fit(message: str, device_kind: str) -> str:
+    """One line from the compiler's RESOURCE_EXHAUSTED: the chip, what is needed and the fixes."""
+    found = _EXCEEDS.search(message)
+    if not found:
+        detail = next((ln for ln in message.splitlines() if "exceeds" in ln), message[:200])
+        return f"does not fit on {device_kind}: {detail.strip()}; {FIXES}"
+    need, have = float(found.group(2)), float(found.group(3))
+    return (
+        f"does not fit on {device_kind}: needs {need:.2f} GiB of {have:.2f} GiB "
+        f"({need - have:.2f} GiB over); {FIXES}"
+    )
+
+
+def _device_kind(args) -> str:
+    leaves = [a for a in jax.tree.leaves(args) if getattr(a, "sharding", None) is not None]
+    return next(iter(leaves[0].sharding.device_set)).device_kind if leaves else "the device"
 
 
 def _platform(compiled) -> str:

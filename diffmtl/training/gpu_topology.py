@@ -5,8 +5,8 @@ driver needed), jax.experimental.topologies builds compile-only CUDA devices fro
 description (a GpuTargetConfigProto in text form), and XLA's GPU compiler compiles the program
 for them: its buffer assignment gives the per-device memory an H100 would allocate. Without a
 device XLA reports no cost analysis and does not autotune (convolution algorithms and their
-workspaces, GEMM tilings), so FLOPs come from the CPU dry run and the memory may differ from a
-real run's by those workspaces.
+workspaces, GEMM tilings; Triton GEMMs are turned off, as XLA cannot tile some of them blind),
+so FLOPs come from the CPU dry run and the memory may differ from a real run's by those.
 
 Names are gpu:count, e.g. h100:8 (one host of 8) or h200:16 (two hosts of 8).
 """
@@ -73,6 +73,12 @@ def devices(name: str) -> list:
     )
     if not found:
         raise UserError(f"--topology={name} needs jax's CUDA plugin: {INSTALL}")
+    # Without a device XLA cannot autotune Triton GEMM tilings and fails on some (DiT-XL/2:
+    # "Couldn't find output tile sizes"); cuBLAS GEMMs compile. Read when XLA first parses
+    # its flags, so only in a process that has not built a backend yet (main.py's dry run).
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_gpu_enable_triton_gemm" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_gpu_enable_triton_gemm=false".strip()
     from jax.experimental import topologies
 
     hosts, per_host = max(n // GPUS_PER_HOST, 1), min(n, GPUS_PER_HOST)

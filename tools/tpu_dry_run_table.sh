@@ -14,8 +14,10 @@ while read config topology extra; do
   name=$(basename $config .py)_${topology//:/_}$(echo "$extra" | grep -o 'DiT-[SBLX]*' | tr -d -)$(echo "$extra" | grep -o 'fsdp=[0-9]*' | tr -d =)
   [ "$(cat "$OUT/$name.done" 2>/dev/null)" = 0 ] && continue
   [[ -n "$ONLY" && ! $topology =~ $ONLY ]] && continue
-  /usr/bin/time -v timeout 1500 taskset -c ${CORE:-1} nice -n 10 .venv/bin/python main.py --config=$config --dry_run \
-    --topology=$topology $extra > $OUT/$name.log 2>&1
+  target=--topology=$topology devices=""  # cpu:N: today's CPU dry run on N simulated devices
+  [[ $topology == cpu:* ]] && target="" devices=--xla_force_host_platform_device_count=${topology#cpu:}
+  XLA_FLAGS=$devices /usr/bin/time -v timeout 1500 taskset -c ${CORE:-1} nice -n 10 .venv/bin/python \
+    main.py --config=$config --dry_run $target $extra > $OUT/$name.log 2>&1
   echo $? > $OUT/$name.done
 done <<'LIST'
 configs/imagenet256_dit.py v5p:2x2x2 --config.model.variant=DiT-S/2
@@ -42,6 +44,10 @@ configs/celebahq_ldm.py h100:8
 configs/fashion_mnist.py h100:1
 configs/fashion_mnist_dit.py h100:1
 configs/fashion_mnist_latent_dit.py h100:1
+configs/imagenet256_dit.py cpu:8 --config.model.variant=DiT-S/2
+configs/imagenet256_dit.py cpu:8 --config.model.variant=DiT-XL/2
+configs/ffhq.py cpu:8
+configs/ffhq_ldm.py cpu:8
 configs/fashion_mnist_dit.py v5e:2x2 --config.train.batch_size=100
 configs/fashion_mnist.py v5e:2x2 --config.train.batch_size=100
 configs/fashion_mnist_latent_dit.py v5e:2x2 --config.train.batch_size=100

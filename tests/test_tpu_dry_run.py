@@ -53,3 +53,28 @@ def test_the_tiny_config_compiles_for_a_v5e_slice():
     assert any(line.startswith("fits in 16 GiB of HBM per chip") for line in lines)
     assert any(line.startswith("sampling step, batch") for line in lines)
     assert sum("per step on TPU v5 lite (roofline bound)" in line for line in lines) == 2
+
+
+def test_the_docs_table_tool_reads_a_dry_run_log(tmp_path):
+    """tools/dry_run_table.py turns a report under /usr/bin/time -v into docs/scaling.md rows."""
+    from tools import dry_run_table
+
+    log = tmp_path / "x.log"
+    log.write_text(
+        "backend: tpu x 8 devices (v5p:2x2x2, TPU v5: the TPU compiler's own figures)\n"
+        "weighted-loss step: 2.705 GiB per device (1.966 GiB temporaries, compiler's peak 2.634 "
+        "GiB, code 127.8 MiB, 3 rematerialised instructions), 1103.58 GFLOPs, 34.62 GB accessed"
+        " per device\n"
+        "  >= 12.5 ms per step on TPU v5 (roofline bound); the compiler's estimate 14.8 ms\n"
+        "fits in 95 GiB of HBM per chip: needs 2.63 GiB (training 2.63, evaluation 0.89)\n"
+        '\tCommand being timed: "timeout 1500 python main.py --config=c.py --dry_run '
+        '--topology=v5p:2x2x2"\n'
+        "\tElapsed (wall clock) time (h:mm:ss or m:ss): 3:28.97\n"
+        "\tMaximum resident set size (kbytes): 2831155\n"
+    )
+    rows = dry_run_table.rows(str(log))
+    assert rows[0] == (
+        "| `--config=c.py --dry_run --topology=v5p:2x2x2` | weighted-loss step | 2.705 (1.966; "
+        "2.634) | 127.8 MiB, 3 remat | 1103.58 | 12.5 / 14.8 | 3:28.97, 2.7 GB |"
+    )
+    assert rows[1].startswith("| | fits in 95 GiB of HBM per chip: needs 2.63 GiB")

@@ -11,7 +11,7 @@ OUT=${1:-workdirs/tpu_table}
 mkdir -p "$OUT"
 export GLIBC_TUNABLES=glibc.malloc.hugetlb=1 JAX_PLATFORMS=cpu PYTHONPATH=${LIBTPU_SITE:-/tmp/libtpu_site}:${CUDA_SITE:-/tmp/cuda_site}
 while read config topology extra; do
-  name=$(basename $config .py)_${topology//:/_}$(echo "$extra" | grep -o 'DiT-[SBLX]*' | tr -d -)$(echo "$extra" | grep -o 'fsdp=[0-9]*' | tr -d =)
+  name=$(basename $config .py)_${topology//:/_}$(echo "$extra" | grep -o 'DiT-[SBLX]*' | tr -d -)$(echo "$extra" | grep -o 'fsdp=[0-9]*' | tr -d =)$(echo "$extra" | grep -q 'ema_profiles=()' && echo _noprofiles)
   [ "$(cat "$OUT/$name.done" 2>/dev/null)" = 0 ] && continue
   [[ -n "$ONLY" && ! $topology =~ $ONLY ]] && continue
   target=--topology=$topology devices=""  # cpu:N: today's CPU dry run on N simulated devices
@@ -21,14 +21,15 @@ while read config topology extra; do
   echo $? > $OUT/$name.done
 done <<'LIST'
 configs/imagenet256_dit.py v5p:2x2x2 --config.model.variant=DiT-S/2
-configs/imagenet256_dit.py v5e:2x4 --config.model.variant=DiT-XL/2
-configs/imagenet256_dit.py v5p:2x2x2 --config.model.variant=DiT-XL/2
-configs/imagenet256_dit.py v5e:2x4 --config.model.variant=DiT-XL/2 --config.mesh.fsdp=8 --config.mesh.data=1
 configs/imagenet256_dit.py v5e:2x4 --config.model.variant=DiT-S/2
+configs/imagenet256_dit.py v5p:2x2x2 --config.model.variant=DiT-XL/2
+configs/imagenet256_dit.py v5e:2x4 --config.model.variant=DiT-XL/2
+configs/imagenet256_dit.py v5e:2x4 --config.model.variant=DiT-XL/2 --config.train.ema_profiles=()
+configs/imagenet256_dit.py v5e:2x4 --config.model.variant=DiT-XL/2 --config.mesh.fsdp=8 --config.mesh.data=1
 configs/ffhq.py v5p:2x2x2
+configs/ffhq.py v5e:2x4
 configs/ffhq_ldm.py v5p:2x2x2
 configs/ffhq_ldm.py v5e:2x4
-configs/ffhq.py v5e:2x4
 configs/imagenet256_dit.py v5p:2x2x2
 configs/imagenet256_dit.py v5e:2x4
 configs/celebahq_ldm.py v5p:2x2x2

@@ -75,7 +75,8 @@ class DryRunReport(NamedTuple):
 
     @property
     def peak_bytes(self) -> int:
-        return max(s.memory_bytes for s in (self.weighted_step, self.task_grads_step) if s)
+        """What the run needs per device: training or evaluation, whichever is larger."""
+        return max(self.needs_bytes())
 
     @property
     def training_steps(self) -> list[StepCost]:
@@ -205,15 +206,16 @@ def _compiled_cost(step, *args, flops_step=None) -> StepCost:
     memory = compiled.memory_analysis()
     counted = compiled if flops_step is None else flops_step.lower(*args).compile()
     analysis = _analysis(counted)
-    tpu = _platform(compiled) == "tpu"
-    remat = len(_REMAT.findall(compiled.as_text())) if tpu else 0
+    platform = _platform(compiled)
+    remat = len(_REMAT.findall(compiled.as_text())) if platform == "tpu" else 0
     total = (
         memory.argument_size_in_bytes
         + memory.output_size_in_bytes
         - memory.alias_size_in_bytes
         + memory.temp_size_in_bytes
     )
-    peak = int(getattr(memory, "peak_memory_in_bytes", 0) or 0)
+    # XLA:CPU's "peak" is not a device's (tiny config: 0.3 MiB of a 9 MiB step): TPU/GPU only.
+    peak = int(getattr(memory, "peak_memory_in_bytes", 0) or 0) if platform != "cpu" else 0
     code = int(getattr(memory, "generated_code_size_in_bytes", 0) or 0)
     return StepCost(
         int(total),
@@ -364,10 +366,12 @@ def dry_run(config, devices=None, topology: str = "", sampling: bool = True) -> 
 
 
 def check_fits(report: DryRunReport, device_memory_gb: float) -> None:
-    """UserError when the step's per-device memory exceeds `device_memory_gb` (0: no check)."""
+    """UserError when the run's per-device memory (training or evaluation, needs_bytes)
+    exceeds `device_memory_gb` (0: no check)."""
     if device_memory_gb and report.peak_bytes > device_memory_gb * GIB:
+        train, evaluation = (b / GIB for b in report.needs_bytes())
         raise UserError(
-            f"the training step needs {report.peak_bytes / GIB:.2f} GiB per device, more than "
-            f"--device_memory_gb={device_memory_gb:g}: lower train.batch_size, raise "
-            "train.num_microbatches, or shard parameters with mesh.fsdp"
+            f"the run needs {report.peak_bytes / GIB:.2f} GiB per device, more than "
+            f"--device_memory_gb={device_memory_gb:g} (training {train:.2f}, evaluation "
+            f"{evaluation:.2f}): {FIXES}"
         )

@@ -16,7 +16,7 @@ while read config topology extra; do
   [[ -n "$ONLY" && ! $topology =~ $ONLY ]] && continue
   target=--topology=$topology devices=""  # cpu:N: today's CPU dry run on N simulated devices
   [[ $topology == cpu:* ]] && target="" devices=--xla_force_host_platform_device_count=${topology#cpu:}
-  XLA_FLAGS=$devices /usr/bin/time -v timeout 1500 taskset -c ${CORE:-1} nice -n 10 .venv/bin/python \
+  XLA_FLAGS=$devices /usr/bin/time -v timeout ${TIMEOUT:-2700} taskset -c ${CORE:-1} nice -n 10 .venv/bin/python \
     main.py --config=$config --dry_run $target $extra > $OUT/$name.log 2>&1
   echo $? > $OUT/$name.done
 done <<'LIST'
@@ -28,13 +28,13 @@ configs/imagenet256_dit.py v5e:2x4 --config.model.variant=DiT-XL/2 --config.trai
 configs/imagenet256_dit.py v5e:2x4 --config.model.variant=DiT-XL/2 --config.mesh.fsdp=8 --config.mesh.data=1
 configs/ffhq.py v5p:2x2x2
 configs/ffhq.py v5e:2x4
-configs/ffhq_ldm.py v5p:2x2x2
-configs/ffhq_ldm.py v5e:2x4
 configs/imagenet256_dit.py v5p:2x2x2
 configs/imagenet256_dit.py v5e:2x4
 configs/celebahq_ldm.py v5p:2x2x2
 configs/imagenet256_dit.py v5p:2x2x4 --config.model.variant=DiT-XL/2 --config.train.batch_size=240
 configs/imagenet256_dit.py v4:2x2x4 --config.model.variant=DiT-XL/2 --config.train.batch_size=240
+configs/ffhq_ldm.py v5p:2x2x2
+configs/ffhq_ldm.py v5e:2x4
 configs/imagenet256_dit.py h100:8 --config.model.variant=DiT-S/2
 configs/imagenet256_dit.py h100:8 --config.model.variant=DiT-XL/2
 configs/imagenet256_dit.py h200:8 --config.model.variant=DiT-XL/2

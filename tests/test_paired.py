@@ -6,6 +6,7 @@ import pytest
 from scipy import stats
 
 from diffmtl.analysis import paired
+from diffmtl.errors import UserError
 
 
 def test_paired_matches_scipy_and_a_hand_interval():
@@ -41,3 +42,7 @@ def test_seed_differences_pair_common_seeds_at_one_step():
     }}  # fmt: skip
     seeds, d = paired.seed_differences(data, "a", "b", 600)
     assert seeds == [0, 2] and d.tolist() == [-1.0, 4.0]
+    with pytest.raises(
+        UserError, match=r"no run of row 'row' has step 600: the rows are \['a', 'b'\]"
+    ):
+        paired.seed_differences(data, "row", "b", 600)

@@ -14,6 +14,7 @@ import json
 from absl import app, flags
 
 from diffmtl.analysis import paired
+from diffmtl.errors import exit_on_user_error
 
 FLAGS = flags.FLAGS
 
@@ -38,7 +39,7 @@ def main(argv):
     with open(FLAGS.results) as f:
         data = json.load(f)
     pairs = [tuple(p.split(":")) for p in FLAGS.pairs]
-    print(table(data, pairs, FLAGS.step, FLAGS.metric, FLAGS.margin))
+    print(exit_on_user_error(table, data, pairs, FLAGS.step, FLAGS.metric, FLAGS.margin))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ import dataclasses
 import numpy as np
 from scipy import stats
 
+from diffmtl.errors import UserError
+
 
 @dataclasses.dataclass(frozen=True)
 class Paired:
@@ -75,5 +77,9 @@ def seed_differences(data: dict, row: str, control: str, step: int, metric: str 
         }
 
     a, b = by_seed(row), by_seed(control)
+    for name, found in ((row, a), (control, b)):
+        if not found:
+            rows = sorted({r.get("row") for r in data["runs"].values()} - {None})
+            raise UserError(f"no run of row {name!r} has step {step}: the rows are {rows}")
     seeds = sorted(set(a) & set(b))
     return seeds, np.array([a[s] - b[s] for s in seeds])

@@ -65,7 +65,7 @@ class DryRunReport(NamedTuple):
     task_grads_step: StepCost | None  # per-cluster gradients, if the method uses them
     task_grads_bytes: int  # k x parameter gradients in mtl.grad_dtype (0 if unused)
     decode: StepCost | None = None  # latents: decoding one sampling batch (evaluation only)
-    decode_batch: int = 0  # its global batch (sampling.batch_size)
+    sampling_batch: int = 0  # sampling.batch_size: the global batch of sampling and decode
     sampling: StepCost | None = None  # one reverse step of the sampler (evaluation)
     sampling_steps: int = 0  # sampling.num_steps: how often a sampling batch runs it
     note: str = ""  # e.g. placeholder intervals in place of a missing TAS file
@@ -117,15 +117,15 @@ class DryRunReport(NamedTuple):
         steps = [
             ("weighted-loss step", self.weighted_step),
             ("per-cluster-gradient step", self.task_grads_step),
-            (f"sampling step, batch {self.decode_batch} (evaluation, x{self.sampling_steps})",
+            (f"sampling step, batch {self.sampling_batch} (evaluation, x{self.sampling_steps})",
              self.sampling),
-            (f"decode of {self.decode_batch} samples (evaluation)", self.decode),
+            (f"decode of {self.sampling_batch} samples (evaluation)", self.decode),
         ]  # fmt: skip
         for name, cost in steps:
             if not cost:
                 continue
             out.append(_step_line(name, cost))
-            if self.topology and cost.flops:
+            if self.backend == "tpu" and self.topology:  # GPU targets give no FLOPs
                 out.append(self._time_line(cost))
             if cost is self.task_grads_step:
                 grads = self.task_grads_bytes / GIB
@@ -197,16 +197,18 @@ def _compiled_cost(step, *args, flops_step=None) -> StepCost:
     """Memory of `step` on `args`; FLOPs and bytes of `flops_step` (the same step with its loops
     unrolled) if given. On TPU also the rematerialised instructions (the compiler recomputes to
     fit the chip's HBM; their cost shows in FLOPs, not in memory)."""
+    device = _first_device(args)
     try:
         compiled = step.lower(*args).compile()
     except Exception as e:  # the TPU compiler refuses a program that does not fit
         if "RESOURCE_EXHAUSTED" not in str(e):
             raise
-        raise UserError(does_not_fit(str(e), _device_kind(args))) from e
+        kind = device.device_kind if device else "the device"
+        raise UserError(does_not_fit(str(e), kind)) from e
     memory = compiled.memory_analysis()
     counted = compiled if flops_step is None else flops_step.lower(*args).compile()
     analysis = _analysis(counted)
-    platform = _platform(compiled)
+    platform = device.platform if device else ""
     remat = len(_REMAT.findall(compiled.as_text())) if platform == "tpu" else 0
     total = (
         memory.argument_size_in_bytes
@@ -252,14 +254,10 @@ def does_not_fit(message: str, device_kind: str) -> str:
     )
 
 
-def _device_kind(args) -> str:
+def _first_device(args):
+    """A device the program is compiled for: of the first argument with a sharding (or None)."""
     leaves = [a for a in jax.tree.leaves(args) if getattr(a, "sharding", None) is not None]
-    return next(iter(leaves[0].sharding.device_set)).device_kind if leaves else "the device"
-
-
-def _platform(compiled) -> str:
-    leaves = jax.tree.leaves(compiled.input_shardings)
-    return next(iter(leaves[0].device_set)).platform if leaves else ""
+    return next(iter(leaves[0].sharding.device_set)) if leaves else None
 
 
 def _sampling_cost(config, exp, params) -> StepCost:
@@ -355,7 +353,7 @@ def dry_run(config, devices=None, topology: str = "", sampling: bool = True) -> 
         task_grads_step=cost.get(True),
         task_grads_bytes=k * num_params * grad_bytes if True in used else 0,
         decode=_decode_cost(config, exp.mesh) if config.data.name == "latents" else None,
-        decode_batch=config.sampling.batch_size,
+        sampling_batch=config.sampling.batch_size,
         sampling=_sampling_cost(config, exp, state.ema_params) if sampling else None,
         sampling_steps=config.sampling.num_steps,
         note=clustering_from_config.placeholder_reason(config),
